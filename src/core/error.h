@@ -19,11 +19,11 @@ template <typename... Args>
 }
 
 // Checks a condition that depends on input data (never on programmer error).
-#define NIBBLE_CHECK(cond, ...)      \
-  do {                               \
-    if (!(cond)) {                   \
-      ::nibble::fail(__VA_ARGS__);   \
-    }                                \
+#define NIBBLE_CHECK(cond, ...)    \
+  do {                             \
+    if (!(cond)) {                 \
+      ::nibble::fail(__VA_ARGS__); \
+    }                              \
   } while (0)
 
 }  // namespace nibble

@@ -37,7 +37,8 @@ void ThreadPool::worker_loop(int /*index*/) {
   uint64_t seen = 0;
   for (;;) {
     // Spin a little: the next parallel_for of a decode step usually follows within microseconds.
-    for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen; ++spin) {
+    for (int spin = 0; spin < 20000 && generation_.load(std::memory_order_acquire) == seen;
+         ++spin) {
 #if defined(__x86_64__)
       __builtin_ia32_pause();
 #endif

@@ -1,0 +1,145 @@
+#include "model/loader.h"
+
+#include <cstdlib>
+#include <fstream>
+
+#include "core/error.h"
+#include "formats/gguf/gguf_checkpoint.h"
+#include "formats/gguf/gguf_model_config.h"
+#include "formats/hf/generation_config.h"
+#include "formats/hf/hf_checkpoint.h"
+#include "formats/hf/hf_config.h"
+#include "model/gguf_names.h"
+
+namespace nibble {
+namespace {
+
+// End-of-turn markers of common chat formats. Chat models end a reply with these rather
+// than with the tokenizer's eos token (SmolLM2's GGUF names <|im_start|> as eos, for one).
+constexpr const char* kEndOfTurnTokens[] = {"<|im_end|>",    "<|eot_id|>",    "<|end_of_text|>",
+                                            "<end_of_turn>", "<|endoftext|>", "</s>",
+                                            "<|end|>"};
+
+void add_stop_id(std::vector<int32_t>& ids, int64_t id, int64_t vocab) {
+  if (id < 0 || id >= vocab) return;
+  for (int32_t existing : ids)
+    if (existing == id) return;
+  ids.push_back(static_cast<int32_t>(id));
+}
+
+void finish_tokenizer_fields(ModelSource& s) {
+  const Tokenizer& tok = *s.tokenizer;
+  if (auto bos = tok.bos_id()) s.bos_token = tok.id_to_token(*bos);
+  if (auto eos = tok.eos_id()) {
+    s.eos_token = tok.id_to_token(*eos);
+    add_stop_id(s.stop_ids, *eos, s.config.vocab_size);
+  }
+  for (int64_t id : s.config.eos_token_ids) add_stop_id(s.stop_ids, id, s.config.vocab_size);
+  // Only add end-of-turn markers the chat template actually uses, so a base model's text is
+  // not cut at a token it merely happens to have.
+  for (const char* marker : kEndOfTurnTokens) {
+    if (s.chat_template.find(marker) == std::string::npos) continue;
+    if (auto id = tok.token_to_id(marker)) add_stop_id(s.stop_ids, *id, s.config.vocab_size);
+  }
+}
+
+std::string read_chat_template(const std::filesystem::path& dir) {
+  const auto path = dir / "tokenizer_config.json";
+  if (!std::filesystem::exists(path)) return {};
+  const nlohmann::json config = read_json_file(path);
+  if (!config.contains("chat_template")) {
+    // Newer transformers keep the template in its own file.
+    const auto jinja = dir / "chat_template.jinja";
+    if (!std::filesystem::exists(jinja)) return {};
+    std::ifstream in(jinja, std::ios::binary);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  const auto& tmpl = config["chat_template"];
+  if (tmpl.is_string()) return tmpl.get<std::string>();
+  // A list of named templates: use "default".
+  if (tmpl.is_array()) {
+    for (const auto& entry : tmpl)
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template"))
+        return entry["template"].get<std::string>();
+  }
+  fail("{}: chat_template is neither a string nor a list with a 'default' entry", path.string());
+}
+
+ModelSource open_hf_dir(const std::filesystem::path& dir) {
+  ModelSource s;
+  s.path = dir;
+  s.format = "hf";
+  s.config = load_hf_config(dir / "config.json");
+  const GenerationConfig gen = load_generation_config(dir / "generation_config.json");
+  if (gen.temperature) s.generation.temperature = static_cast<float>(*gen.temperature);
+  if (gen.top_p) s.generation.top_p = static_cast<float>(*gen.top_p);
+  if (gen.top_k) s.generation.top_k = static_cast<int32_t>(*gen.top_k);
+  if (gen.min_p) s.generation.min_p = static_cast<float>(*gen.min_p);
+  if (gen.repetition_penalty)
+    s.generation.repetition_penalty = static_cast<float>(*gen.repetition_penalty);
+  if (gen.do_sample && !*gen.do_sample) s.generation.temperature = 0.0f;
+  s.raw_checkpoint = open_hf_checkpoint(dir);
+  s.checkpoint = s.raw_checkpoint;
+  s.tokenizer = Tokenizer::from_hf_dir(dir);
+  s.chat_template = read_chat_template(dir);
+  for (int64_t id : gen.eos_token_ids) add_stop_id(s.stop_ids, id, s.config.vocab_size);
+  finish_tokenizer_fields(s);
+  return s;
+}
+
+ModelSource open_gguf(const std::filesystem::path& path) {
+  ModelSource s;
+  s.path = path;
+  s.format = "gguf";
+  auto checkpoint = gguf::open_gguf_checkpoint(path);
+  s.gguf = checkpoint->shared_file();
+  s.config = gguf::model_config_from_gguf(*s.gguf);
+  const std::string arch = s.gguf->get_string("general.architecture").value_or("");
+  s.raw_checkpoint = std::shared_ptr<Checkpoint>(std::move(checkpoint));
+  s.checkpoint = gguf_as_hf_checkpoint(s.raw_checkpoint, s.config, arch);
+  s.tokenizer = Tokenizer::from_gguf(*s.gguf);
+  s.chat_template = s.gguf->get_string("tokenizer.chat_template").value_or("");
+  finish_tokenizer_fields(s);
+  return s;
+}
+
+}  // namespace
+
+ModelSource open_model_source(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    NIBBLE_CHECK(std::filesystem::exists(path / "config.json"),
+                 "{}: not a model directory (no config.json)", path.string());
+    return open_hf_dir(path);
+  }
+  NIBBLE_CHECK(std::filesystem::exists(path, ec), "{}: no such file or directory", path.string());
+  return open_gguf(path);
+}
+
+std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute) {
+  return create_llama_model(source.config, *source.checkpoint, compute);
+}
+
+std::filesystem::path default_model_path() {
+  std::filesystem::path home;
+  if (const char* env = std::getenv("NIBBLE_HOME"); env != nullptr && *env != '\0') {
+    home = env;
+  } else if (const char* user_home = std::getenv("HOME"); user_home != nullptr) {
+    home = std::filesystem::path(user_home) / ".cache" / "nibble";
+  } else {
+    fail("cannot locate the default model: neither NIBBLE_HOME nor HOME is set");
+  }
+  const auto path = home / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  NIBBLE_CHECK(std::filesystem::exists(path),
+               "the default model is missing at {}: run scripts/setup.sh or pass --model-path",
+               path.string());
+  return path;
+}
+
+ComputeType parse_compute_type(const std::string& name) {
+  if (name == "float32" || name == "f32" || name == "fp32") return ComputeType::F32;
+  if (name == "bfloat16" || name == "bf16") return ComputeType::BF16;
+  fail("--dtype: unknown value '{}' (expected float32 or bfloat16)", name);
+}
+
+}  // namespace nibble

@@ -1,0 +1,53 @@
+#pragma once
+// Opens a model given as an HF directory (config.json, *.safetensors, tokenizer.json) or a
+// GGUF file, and builds the runnable model from it.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "formats/checkpoint.h"
+#include "formats/model_config.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace nibble {
+
+namespace gguf {
+class GgufFile;
+}
+
+// Defaults from generation_config.json (or GGUF), applied under the user's explicit flags.
+struct GenerationDefaults {
+  std::optional<float> temperature, top_p, min_p, repetition_penalty;
+  std::optional<int32_t> top_k;
+};
+
+struct ModelSource {
+  std::filesystem::path path;
+  std::string format;  // "hf" or "gguf"
+  ModelConfig config;
+  GenerationDefaults generation;
+  std::shared_ptr<Checkpoint> checkpoint;      // tensors under HF names and layouts
+  std::shared_ptr<Checkpoint> raw_checkpoint;  // as stored (GGUF names for a GGUF file)
+  std::shared_ptr<gguf::GgufFile> gguf;        // set for GGUF files
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::string chat_template;  // empty when the model has none
+  std::string bos_token, eos_token;
+  // Tokens that end generation: the eos id(s) plus end-of-turn tokens of chat models.
+  std::vector<int32_t> stop_ids;
+};
+
+// Reads configs, tokenizer and the tensor table; weights stay memory-mapped.
+ModelSource open_model_source(const std::filesystem::path& path);
+
+std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute);
+
+// $NIBBLE_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf (NIBBLE_HOME defaults to ~/.cache/nibble).
+std::filesystem::path default_model_path();
+
+ComputeType parse_compute_type(const std::string& name);  // "float32"/"f32", "bfloat16"/"bf16"
+
+}  // namespace nibble

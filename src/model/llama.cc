@@ -1,0 +1,346 @@
+#include "model/llama.h"
+
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "backend/cpu/kernels.h"
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "core/thread_pool.h"
+#include "model/blocks/rope.h"
+#include "runtime/kv_cache.h"
+
+namespace nibble {
+namespace {
+
+using cpu::DenseMatrix;
+using cpu::WeightType;
+
+class WeightLoader {
+ public:
+  WeightLoader(const Checkpoint& checkpoint, WeightType type) : ckpt_(checkpoint), type_(type) {}
+
+  bool has(const std::string& name) const { return ckpt_.find(name) != nullptr; }
+
+  std::vector<float> load(const std::string& name, const std::vector<int64_t>& shape) const {
+    const CheckpointTensor* t = ckpt_.find(name);
+    if (!t) fail("{}: missing tensor '{}'", ckpt_.source(), name);
+    if (t->shape != shape) {
+      fail("{}: tensor '{}' has shape [{}], expected [{}]", ckpt_.source(), name,
+           fmt::join(t->shape, ", "), fmt::join(shape, ", "));
+    }
+    std::vector<float> values = ckpt_.load_f32(name);
+    int64_t count = 1;
+    for (int64_t d : shape) count *= d;
+    NIBBLE_CHECK(int64_t(values.size()) == count, "{}: tensor '{}' gave {} values, expected {}",
+                 ckpt_.source(), name, values.size(), count);
+    return values;
+  }
+
+  // Stacks several [rows_i, cols] tensors into one matrix (fused projections).
+  DenseMatrix matrix(const std::vector<std::string>& names, const std::vector<int64_t>& rows,
+                     int64_t cols) const {
+    std::vector<float> all;
+    int64_t total = 0;
+    for (size_t i = 0; i < names.size(); ++i) {
+      std::vector<float> part = load(names[i], {rows[i], cols});
+      all.insert(all.end(), part.begin(), part.end());
+      total += rows[i];
+    }
+    return DenseMatrix(type_, total, cols, all);
+  }
+
+ private:
+  const Checkpoint& ckpt_;
+  WeightType type_;
+};
+
+class LlamaModel final : public Model {
+ public:
+  LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, ComputeType type);
+
+  const ModelConfig& config() const override { return config_; }
+  void forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits) override {
+    run(batch, cache, logits, /*all_logits=*/false);
+  }
+  void forward_all_logits(const ForwardBatch& batch, KvCache& cache,
+                          std::vector<float>& logits) override {
+    run(batch, cache, logits, /*all_logits=*/true);
+  }
+  size_t weight_bytes() const override;
+
+ private:
+  struct Layer {
+    DenseMatrix qkv;  // rows: q heads, then k heads, then v heads
+    std::vector<float> qkv_bias;
+    DenseMatrix o;
+    DenseMatrix gate_up;  // rows: gate, then up
+    DenseMatrix down;
+    std::vector<float> attn_norm, mlp_norm, q_norm, k_norm;
+  };
+
+  void validate(const ForwardBatch& batch, const KvCache& cache);
+  void run(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits, bool all_logits);
+  void attention_block(const Layer& layer, int64_t layer_index, const ForwardBatch& batch,
+                       KvCache& cache);
+
+  ModelConfig config_;
+  int64_t hidden_, head_dim_, n_heads_, n_kv_heads_, intermediate_, vocab_;
+  DenseMatrix embed_;
+  DenseMatrix lm_head_;  // empty when tied to embed_
+  std::vector<float> final_norm_;
+  std::vector<Layer> layers_;
+  std::vector<float> inv_freq_;
+
+  // Per-forward scratch, reused across calls to avoid allocation in the decode loop.
+  std::vector<int32_t> token_seq_;
+  std::vector<int64_t> positions_;
+  std::vector<float> cos_, sin_;
+  std::vector<float> x_, h_, qkv_, attn_out_, proj_, gate_up_, act_, final_rows_;
+};
+
+LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, ComputeType type)
+    : config_(config) {
+  hidden_ = config.hidden_size;
+  n_heads_ = config.num_attention_heads;
+  n_kv_heads_ = config.num_key_value_heads > 0 ? config.num_key_value_heads : n_heads_;
+  head_dim_ = config.head_dim > 0 ? config.head_dim : (n_heads_ > 0 ? hidden_ / n_heads_ : 0);
+  intermediate_ = config.intermediate_size;
+  vocab_ = config.vocab_size;
+  const std::string& src = checkpoint.source();
+  NIBBLE_CHECK(hidden_ > 0 && n_heads_ > 0 && head_dim_ > 0 && intermediate_ > 0 && vocab_ > 0 &&
+                   config.num_hidden_layers > 0,
+               "{}: config needs positive hidden_size, num_attention_heads, head_dim, "
+               "intermediate_size, vocab_size and num_hidden_layers",
+               src);
+  NIBBLE_CHECK(n_heads_ % n_kv_heads_ == 0,
+               "{}: num_attention_heads={} is not a multiple of num_key_value_heads={}", src,
+               n_heads_, n_kv_heads_);
+  NIBBLE_CHECK(head_dim_ % 2 == 0, "{}: head_dim={} must be even for RoPE", src, head_dim_);
+  config_.head_dim = head_dim_;
+  config_.num_key_value_heads = n_kv_heads_;
+
+  const WeightType wt = type == ComputeType::BF16 ? WeightType::BF16 : WeightType::F32;
+  WeightLoader w(checkpoint, wt);
+  embed_ = DenseMatrix(wt, vocab_, hidden_, w.load("model.embed_tokens.weight", {vocab_, hidden_}));
+  // Some tied checkpoints still store lm_head.weight: the config decides.
+  if (!config.tie_word_embeddings) lm_head_ = w.matrix({"lm_head.weight"}, {vocab_}, hidden_);
+  final_norm_ = w.load("model.norm.weight", {hidden_});
+
+  const int64_t q_rows = n_heads_ * head_dim_, kv_rows = n_kv_heads_ * head_dim_;
+  layers_.resize(size_t(config.num_hidden_layers));
+  for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    Layer& layer = layers_[size_t(i)];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    const std::string a = p + "self_attn.";
+    layer.qkv = w.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+                         {q_rows, kv_rows, kv_rows}, hidden_);
+    if (config.attention_bias) {
+      for (auto [name, rows] : {std::pair{"q_proj.bias", q_rows}, std::pair{"k_proj.bias", kv_rows},
+                                std::pair{"v_proj.bias", kv_rows}}) {
+        std::vector<float> b = w.load(a + name, {rows});
+        layer.qkv_bias.insert(layer.qkv_bias.end(), b.begin(), b.end());
+      }
+    }
+    if (config.qk_norm) {
+      layer.q_norm = w.load(a + "q_norm.weight", {head_dim_});
+      layer.k_norm = w.load(a + "k_norm.weight", {head_dim_});
+    }
+    layer.o = w.matrix({a + "o_proj.weight"}, {hidden_}, q_rows);
+    layer.gate_up = w.matrix({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                             {intermediate_, intermediate_}, hidden_);
+    layer.down = w.matrix({p + "mlp.down_proj.weight"}, {hidden_}, intermediate_);
+    layer.attn_norm = w.load(p + "input_layernorm.weight", {hidden_});
+    layer.mlp_norm = w.load(p + "post_attention_layernorm.weight", {hidden_});
+  }
+  inv_freq_ = rope_inv_freq(config_, head_dim_);
+}
+
+size_t LlamaModel::weight_bytes() const {
+  size_t bytes = embed_.nbytes() + lm_head_.nbytes() + final_norm_.size() * 4;
+  for (const Layer& l : layers_) {
+    bytes += l.qkv.nbytes() + l.o.nbytes() + l.gate_up.nbytes() + l.down.nbytes();
+    bytes += (l.qkv_bias.size() + l.attn_norm.size() + l.mlp_norm.size() + l.q_norm.size() +
+              l.k_norm.size()) *
+             4;
+  }
+  return bytes;
+}
+
+void LlamaModel::validate(const ForwardBatch& batch, const KvCache& cache) {
+  NIBBLE_CHECK(
+      cache.n_layers() == int64_t(layers_.size()) && cache.n_kv_heads() == n_kv_heads_ &&
+          cache.head_dim() == head_dim_,
+      "forward: KV cache has {} layers, {} kv heads, head_dim {}; the model needs {}, {}, {}",
+      cache.n_layers(), cache.n_kv_heads(), cache.head_dim(), layers_.size(), n_kv_heads_,
+      head_dim_);
+  const int64_t n_tokens = int64_t(batch.token_ids.size());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    const int32_t id = batch.token_ids[size_t(t)];
+    NIBBLE_CHECK(id >= 0 && id < vocab_, "forward: token id {} at index {} is outside [0, {})", id,
+                 t, vocab_);
+  }
+  token_seq_.assign(size_t(n_tokens), -1);
+  positions_.assign(size_t(n_tokens), 0);
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SequenceBatch& seq = batch.seqs[s];
+    NIBBLE_CHECK(
+        seq.n_tokens > 0 && seq.token_offset >= 0 && seq.n_cached >= 0 &&
+            seq.token_offset + seq.n_tokens <= n_tokens,
+        "forward: sequence {} (token_offset {}, n_tokens {}, n_cached {}) does not fit the "
+        "batch of {} tokens",
+        s, seq.token_offset, seq.n_tokens, seq.n_cached, n_tokens);
+    const int64_t needed = seq.n_cached + seq.n_tokens;
+    NIBBLE_CHECK(int64_t(seq.block_table.size()) * cache.block_size() >= needed,
+                 "forward: sequence {} has {} KV blocks of {} slots for {} tokens", s,
+                 seq.block_table.size(), cache.block_size(), needed);
+    for (int32_t block : seq.block_table) {
+      NIBBLE_CHECK(block >= 0 && block < cache.n_blocks(),
+                   "forward: sequence {} block {} is outside the cache's {} blocks", s, block,
+                   cache.n_blocks());
+    }
+    for (int64_t i = 0; i < seq.n_tokens; ++i) {
+      const size_t t = size_t(seq.token_offset + i);
+      NIBBLE_CHECK(token_seq_[t] < 0, "forward: token {} belongs to two sequences", t);
+      token_seq_[t] = int32_t(s);
+      positions_[t] = seq.n_cached + i;
+    }
+  }
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    NIBBLE_CHECK(token_seq_[size_t(t)] >= 0, "forward: token {} belongs to no sequence", t);
+  }
+}
+
+void LlamaModel::attention_block(const Layer& layer, int64_t layer_index, const ForwardBatch& batch,
+                                 KvCache& cache) {
+  const int64_t n_tokens = int64_t(batch.token_ids.size());
+  const int64_t qkv_width = (n_heads_ + 2 * n_kv_heads_) * head_dim_;
+  const int64_t half = head_dim_ / 2;
+  const float eps = config_.rms_norm_eps;
+  const auto& kt = cpu::kernels();
+  // q/k norm, RoPE, and K/V into the cache, token by token.
+  ThreadPool::global().parallel_for(n_tokens, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      float* row = qkv_.data() + t * qkv_width;
+      const float* cos = cos_.data() + t * half;
+      const float* sin = sin_.data() + t * half;
+      for (int64_t h = 0; h < n_heads_ + n_kv_heads_; ++h) {
+        float* head = row + h * head_dim_;
+        if (config_.qk_norm) {
+          kt.rmsnorm(head, h < n_heads_ ? layer.q_norm.data() : layer.k_norm.data(), head_dim_, eps,
+                     head);
+        }
+        apply_rope(head, head_dim_, cos, sin);
+      }
+      const SequenceBatch& seq = batch.seqs[size_t(token_seq_[size_t(t)])];
+      const int64_t pos = positions_[size_t(t)];
+      const int64_t slot_offset =
+          seq.block_table[size_t(pos / cache.block_size())] * cache.block_stride() +
+          (pos % cache.block_size()) * head_dim_;
+      for (int64_t h = 0; h < n_kv_heads_; ++h) {
+        std::copy_n(row + (n_heads_ + h) * head_dim_, head_dim_,
+                    cache.keys(layer_index, h) + slot_offset);
+        std::copy_n(row + (n_heads_ + n_kv_heads_ + h) * head_dim_, head_dim_,
+                    cache.values(layer_index, h) + slot_offset);
+      }
+    }
+  });
+
+  // Each (token, head) attends over its sequence's positions 0..pos (causal).
+  const int64_t group = n_heads_ / n_kv_heads_;
+  const float scale = 1.0f / std::sqrt(float(head_dim_));
+  int64_t max_ctx = 0;
+  for (int64_t p : positions_) max_ctx = std::max(max_ctx, p + 1);
+  ThreadPool::global().parallel_for(n_tokens * n_heads_, 4, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(static_cast<size_t>(max_ctx));
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t t = u / n_heads_, h = u % n_heads_, kv_head = h / group;
+      const SequenceBatch& seq = batch.seqs[size_t(token_seq_[size_t(t)])];
+      cpu::AttentionArgs args;
+      args.q = qkv_.data() + t * qkv_width + h * head_dim_;
+      args.keys = cache.keys(layer_index, kv_head);
+      args.values = cache.values(layer_index, kv_head);
+      args.block_stride = cache.block_stride();
+      args.block_table = seq.block_table.data();
+      args.block_size = cache.block_size();
+      args.n_ctx = positions_[size_t(t)] + 1;
+      args.head_dim = head_dim_;
+      args.scale = scale;
+      args.scores = scores.data();
+      args.out = attn_out_.data() + t * n_heads_ * head_dim_ + h * head_dim_;
+      kt.attention(args);
+    }
+  });
+}
+
+void LlamaModel::run(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits,
+                     bool all_logits) {
+  validate(batch, cache);
+  const int64_t n_tokens = int64_t(batch.token_ids.size());
+  const int64_t half = head_dim_ / 2;
+  const int64_t qkv_width = (n_heads_ + 2 * n_kv_heads_) * head_dim_;
+  const float eps = config_.rms_norm_eps;
+
+  x_.resize(size_t(n_tokens * hidden_));
+  h_.resize(x_.size());
+  proj_.resize(x_.size());
+  qkv_.resize(size_t(n_tokens * qkv_width));
+  attn_out_.resize(size_t(n_tokens * n_heads_ * head_dim_));
+  gate_up_.resize(size_t(n_tokens * 2 * intermediate_));
+  act_.resize(size_t(n_tokens * intermediate_));
+  cos_.resize(size_t(n_tokens * half));
+  sin_.resize(cos_.size());
+  for (int64_t t = 0; t < n_tokens; ++t) {
+    embed_.row_f32(batch.token_ids[size_t(t)], x_.data() + t * hidden_);
+    rope_cos_sin(inv_freq_, positions_[size_t(t)], cos_.data() + t * half, sin_.data() + t * half);
+  }
+
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    const Layer& layer = layers_[l];
+    cpu::rmsnorm_rows(x_.data(), layer.attn_norm.data(), n_tokens, hidden_, eps, h_.data());
+    cpu::linear(layer.qkv, layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), h_.data(),
+                n_tokens, qkv_.data());
+    attention_block(layer, int64_t(l), batch, cache);
+    cpu::linear(layer.o, nullptr, attn_out_.data(), n_tokens, proj_.data());
+    cpu::add_inplace(x_.data(), proj_.data(), n_tokens * hidden_);
+
+    cpu::rmsnorm_rows(x_.data(), layer.mlp_norm.data(), n_tokens, hidden_, eps, h_.data());
+    cpu::linear(layer.gate_up, nullptr, h_.data(), n_tokens, gate_up_.data());
+    cpu::silu_mul_rows(gate_up_.data(), n_tokens, intermediate_, act_.data());
+    cpu::linear(layer.down, nullptr, act_.data(), n_tokens, proj_.data());
+    cpu::add_inplace(x_.data(), proj_.data(), n_tokens * hidden_);
+  }
+
+  // Only the rows that need logits go through the final norm and lm_head.
+  std::vector<int64_t> rows;
+  if (all_logits) {
+    rows.resize(size_t(n_tokens));
+    for (int64_t t = 0; t < n_tokens; ++t) rows[size_t(t)] = t;
+  } else {
+    for (const SequenceBatch& seq : batch.seqs) {
+      if (seq.want_logits) rows.push_back(seq.token_offset + seq.n_tokens - 1);
+    }
+  }
+  const int64_t n_rows = int64_t(rows.size());
+  logits.resize(size_t(n_rows * vocab_));
+  if (n_rows == 0) return;
+  final_rows_.resize(size_t(n_rows * hidden_));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    std::copy_n(x_.data() + rows[size_t(r)] * hidden_, hidden_, h_.data() + r * hidden_);
+  }
+  cpu::rmsnorm_rows(h_.data(), final_norm_.data(), n_rows, hidden_, eps, final_rows_.data());
+  const DenseMatrix& head = config_.tie_word_embeddings ? embed_ : lm_head_;
+  cpu::linear(head, nullptr, final_rows_.data(), n_rows, logits.data());
+}
+
+}  // namespace
+
+std::unique_ptr<Model> create_llama_model(const ModelConfig& config, const Checkpoint& checkpoint,
+                                          ComputeType type) {
+  return std::make_unique<LlamaModel>(config, checkpoint, type);
+}
+
+}  // namespace nibble

@@ -28,13 +28,14 @@ void add_stop_id(std::vector<int32_t>& ids, int64_t id, int64_t vocab) {
 }
 
 void finish_tokenizer_fields(ModelSource& s) {
+  for (int64_t id : s.config.eos_token_ids) add_stop_id(s.stop_ids, id, s.config.vocab_size);
+  if (!s.tokenizer) return;
   const Tokenizer& tok = *s.tokenizer;
   if (auto bos = tok.bos_id()) s.bos_token = tok.id_to_token(*bos);
   if (auto eos = tok.eos_id()) {
     s.eos_token = tok.id_to_token(*eos);
     add_stop_id(s.stop_ids, *eos, s.config.vocab_size);
   }
-  for (int64_t id : s.config.eos_token_ids) add_stop_id(s.stop_ids, id, s.config.vocab_size);
   // Only add end-of-turn markers the chat template actually uses, so a base model's text is
   // not cut at a token it merely happens to have.
   for (const char* marker : kEndOfTurnTokens) {
@@ -80,7 +81,8 @@ ModelSource open_hf_dir(const std::filesystem::path& dir) {
   if (gen.do_sample && !*gen.do_sample) s.generation.temperature = 0.0f;
   s.raw_checkpoint = open_hf_checkpoint(dir);
   s.checkpoint = s.raw_checkpoint;
-  s.tokenizer = Tokenizer::from_hf_dir(dir);
+  // Random-weight checkpoints (`nibble synth`) carry no tokenizer; they run on token ids.
+  if (std::filesystem::exists(dir / "tokenizer.json")) s.tokenizer = Tokenizer::from_hf_dir(dir);
   s.chat_template = read_chat_template(dir);
   for (int64_t id : gen.eos_token_ids) add_stop_id(s.stop_ids, id, s.config.vocab_size);
   finish_tokenizer_fields(s);

@@ -3,6 +3,7 @@
 
 #include <bit>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -283,6 +284,68 @@ TEST(GgufReader, EveryTruncationIsAnError) {
       EXPECT_NE(std::string(e.what()).find(file.path().string()), std::string::npos) << e.what();
     }
   }
+}
+
+TEST(GgufReader, RandomCorruptionsGiveErrorsNotCrashes) {
+  std::mt19937 rng(std::random_device{}());
+  const fs::path path = write_sample(rng);
+  std::ifstream in(path, std::ios::binary);
+  const std::string whole((std::istreambuf_iterator<char>(in)), {});
+  fs::remove(path);
+  std::uniform_int_distribution<size_t> header_pos(0, 400);  // metadata and tensor infos
+  std::uniform_int_distribution<int> byte(0, 255), flips(1, 4);
+  int parsed = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    std::string bytes = whole;
+    for (int f = flips(rng); f > 0; --f) bytes[header_pos(rng) % bytes.size()] = char(byte(rng));
+    TempFile file(bytes);
+    try {
+      const auto checkpoint = open_gguf_checkpoint(file.path());
+      for (const auto& t : checkpoint->tensors()) {
+        try {
+          checkpoint->load_f32(t.name);
+        } catch (const Error&) {
+        }
+      }
+      ++parsed;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(file.path().string()), std::string::npos) << e.what();
+    }
+  }
+  RecordProperty("parsed", parsed);
+}
+
+TEST(GgufModelConfig, DefaultModel) {
+  const char* home = std::getenv("NIBBLE_HOME");
+  const char* user_home = std::getenv("HOME");
+  const fs::path models = home ? fs::path(home) / "models"
+                               : fs::path(user_home ? user_home : "/") / ".cache/nibble/models";
+  const fs::path path = models / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  if (!fs::exists(path)) GTEST_SKIP() << "default model not installed";
+  const auto file = GgufFile::open(path);
+  const ModelConfig config = model_config_from_gguf(*file);
+  EXPECT_EQ(config.model_type, "llama");
+  EXPECT_EQ(config.hidden_size, 576);
+  EXPECT_EQ(config.intermediate_size, 1536);
+  EXPECT_EQ(config.num_hidden_layers, 30);
+  EXPECT_EQ(config.num_attention_heads, 9);
+  EXPECT_EQ(config.num_key_value_heads, 3);
+  EXPECT_EQ(config.head_dim, 64);
+  EXPECT_EQ(config.vocab_size, 49152);
+  EXPECT_EQ(config.max_position_embeddings, 8192);
+  EXPECT_EQ(config.rope_theta, 100000.0f);
+  EXPECT_EQ(config.rms_norm_eps, 1e-5f);
+  EXPECT_TRUE(config.tie_word_embeddings);
+  EXPECT_FALSE(config.attention_bias);
+  EXPECT_FALSE(config.qk_norm);
+  EXPECT_EQ(config.bos_token_id, 1);
+  EXPECT_EQ(config.eos_token_ids, std::vector<int64_t>{2});
+  EXPECT_EQ(config.pad_token_id, 2);
+  const auto checkpoint = open_gguf_checkpoint(path);
+  const CheckpointTensor* q = checkpoint->find("blk.0.attn_q.weight");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->type, "Q4_1");
+  EXPECT_EQ(q->shape, (std::vector<int64_t>{576, 576}));
 }
 
 TEST(GgufReader, RefusesBadHeaders) {

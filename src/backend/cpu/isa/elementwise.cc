@@ -67,23 +67,66 @@ void f32_to_bf16(const float* x, int64_t n, uint16_t* out, float* rounded) {
   }
 }
 
+namespace {
+
+inline Vf dot_partial(const float* q, const float* k, int64_t d) {
+  Vf acc = vzero();
+  int64_t i = 0;
+  for (; i + kVL <= d; i += kVL) acc = vfma(vload(q + i), vload(k + i), acc);
+  if (i < d) acc = vfma(vload_n(q + i, d - i), vload_n(k + i, d - i), acc);
+  return acc;
+}
+
+// The four horizontal sums of a0..a3 at once: three hadds instead of four full reductions.
+inline __m128 vsum4(Vf a0, Vf a1, Vf a2, Vf a3) {
+  const __m256 h01 = _mm256_hadd_ps(_mm256_add_ps(low_half(a0), high_half(a0)),
+                                    _mm256_add_ps(low_half(a1), high_half(a1)));
+  const __m256 h23 = _mm256_hadd_ps(_mm256_add_ps(low_half(a2), high_half(a2)),
+                                    _mm256_add_ps(low_half(a3), high_half(a3)));
+  const __m256 h = _mm256_hadd_ps(h01, h23);
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// out[i0 .. i0 + NV vectors) = sum_j p_j v_j[...]: NV independent accumulators so that the FMA
+// chains over positions overlap; the last vector holds `last_lanes` lanes.
+template <int NV>
+void weighted_values(const AttentionArgs& a, int64_t i0, int64_t last_lanes, float inv_sum) {
+  Vf acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = vzero();
+  for (int64_t j0 = 0; j0 < a.n_ctx; j0 += a.block_size) {
+    const int64_t slots = a.n_ctx - j0 < a.block_size ? a.n_ctx - j0 : a.block_size;
+    const float* values = a.values + a.block_table[j0 / a.block_size] * a.block_stride + i0;
+    for (int64_t s = 0; s < slots; ++s) {
+      const Vf p = vset1(a.scores[j0 + s]);
+      const float* row = values + s * a.head_dim;
+      for (int v = 0; v + 1 < NV; ++v) acc[v] = vfma(p, vload(row + v * kVL), acc[v]);
+      acc[NV - 1] = vfma(p, vload_n(row + (NV - 1) * kVL, last_lanes), acc[NV - 1]);
+    }
+  }
+  const Vf scale = vset1(inv_sum);
+  for (int v = 0; v + 1 < NV; ++v) vstore(a.out + i0 + v * kVL, vmul(acc[v], scale));
+  vstore_n(a.out + i0 + (NV - 1) * kVL, vmul(acc[NV - 1], scale), last_lanes);
+}
+
+}  // namespace
+
 void attention(const AttentionArgs& a) {
   const int64_t d = a.head_dim;
   float max_score = -__builtin_inff();
-  // Scores block by block: the slots of one block are contiguous.
+  // Scores block by block (the slots of one block are contiguous), four keys at a time.
   for (int64_t j0 = 0; j0 < a.n_ctx; j0 += a.block_size) {
     const int64_t slots = a.n_ctx - j0 < a.block_size ? a.n_ctx - j0 : a.block_size;
     const float* keys = a.keys + a.block_table[j0 / a.block_size] * a.block_stride;
-    for (int64_t s = 0; s < slots; ++s) {
-      const float* k = keys + s * d;
-      Vf acc = vzero();
-      int64_t i = 0;
-      for (; i + kVL <= d; i += kVL) acc = vfma(vload(a.q + i), vload(k + i), acc);
-      if (i < d) acc = vfma(vload_n(a.q + i, d - i), vload_n(k + i, d - i), acc);
-      const float score = vsum(acc) * a.scale;
-      a.scores[j0 + s] = score;
-      max_score = score > max_score ? score : max_score;
+    float* scores = a.scores + j0;
+    int64_t s = 0;
+    for (; s + 4 <= slots; s += 4) {
+      const __m128 sums =
+          vsum4(dot_partial(a.q, keys + s * d, d), dot_partial(a.q, keys + (s + 1) * d, d),
+                dot_partial(a.q, keys + (s + 2) * d, d), dot_partial(a.q, keys + (s + 3) * d, d));
+      _mm_storeu_ps(scores + s, _mm_mul_ps(sums, _mm_set1_ps(a.scale)));
     }
+    for (; s < slots; ++s) scores[s] = vsum(dot_partial(a.q, keys + s * d, d)) * a.scale;
+    for (s = 0; s < slots; ++s) max_score = scores[s] > max_score ? scores[s] : max_score;
   }
   const Vf vmax_score = vset1(max_score);
   Vf vsum_p = vzero();
@@ -102,26 +145,22 @@ void attention(const AttentionArgs& a) {
   }
   const float inv_sum = 1.0f / vsum(vsum_p);
 
-  for (int64_t i = 0; i < d; i += kVL) {
-    const int64_t lanes = d - i < kVL ? d - i : kVL;
-    Vf acc = vzero();
-    for (int64_t j0 = 0; j0 < a.n_ctx; j0 += a.block_size) {
-      const int64_t slots = a.n_ctx - j0 < a.block_size ? a.n_ctx - j0 : a.block_size;
-      const float* values = a.values + a.block_table[j0 / a.block_size] * a.block_stride + i;
-      if (lanes == kVL) {
-        for (int64_t s = 0; s < slots; ++s)
-          acc = vfma(vset1(a.scores[j0 + s]), vload(values + s * d), acc);
-      } else {
-        for (int64_t s = 0; s < slots; ++s) {
-          acc = vfma(vset1(a.scores[j0 + s]), vload_n(values + s * d, lanes), acc);
-        }
-      }
-    }
-    acc = vmul(acc, vset1(inv_sum));
-    if (lanes == kVL) {
-      vstore(a.out + i, acc);
-    } else {
-      vstore_n(a.out + i, acc, lanes);
+  constexpr int64_t kMaxVectors = 8;
+  for (int64_t i0 = 0; i0 < d; i0 += kMaxVectors * kVL) {
+    const int64_t remaining = d - i0;
+    const int64_t vectors =
+        remaining >= kMaxVectors * kVL ? kMaxVectors : (remaining + kVL - 1) / kVL;
+    const int64_t last_lanes =
+        remaining - (vectors - 1) * kVL < kVL ? remaining - (vectors - 1) * kVL : kVL;
+    switch (vectors) {
+      case 1: weighted_values<1>(a, i0, last_lanes, inv_sum); break;
+      case 2: weighted_values<2>(a, i0, last_lanes, inv_sum); break;
+      case 3: weighted_values<3>(a, i0, last_lanes, inv_sum); break;
+      case 4: weighted_values<4>(a, i0, last_lanes, inv_sum); break;
+      case 5: weighted_values<5>(a, i0, last_lanes, inv_sum); break;
+      case 6: weighted_values<6>(a, i0, last_lanes, inv_sum); break;
+      case 7: weighted_values<7>(a, i0, last_lanes, inv_sum); break;
+      default: weighted_values<8>(a, i0, last_lanes, inv_sum); break;
     }
   }
 }

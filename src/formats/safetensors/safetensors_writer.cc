@@ -33,7 +33,9 @@ bool canonical_order(const SafetensorsTensorSpec& a, const SafetensorsTensorSpec
 std::string build_header(const std::filesystem::path& path,
                          const std::vector<SafetensorsTensorSpec>& specs,
                          std::map<std::string, std::string> metadata) {
-  if (!metadata.contains("format")) metadata["format"] = "pt";
+  // transformers refuses files whose format is not pt/tf/flax/mlx; the bytes are the same for
+  // every framework, so always claim "pt".
+  metadata["format"] = "pt";
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   header["__metadata__"] = metadata;
   uint64_t offset = 0;

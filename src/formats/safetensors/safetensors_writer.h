@@ -36,7 +36,7 @@ struct SafetensorsTensorData {
 class SafetensorsWriter {
  public:
   // Validates the specs (unique non-empty names, non-negative shapes, no size overflow) and
-  // writes the header. `metadata` gets "format": "pt" unless it sets "format" itself.
+  // writes the header. `metadata` is written with "format" forced to "pt".
   SafetensorsWriter(std::filesystem::path path, std::vector<SafetensorsTensorSpec> specs,
                     std::map<std::string, std::string> metadata = {});
   ~SafetensorsWriter();

@@ -12,10 +12,10 @@ namespace nibble {
 
 struct CheckpointTensor {
   std::string name;
-  std::string type;              // "BF16", "F32", ... or a GGUF block type such as "Q4_1"
-  std::vector<int64_t> shape;    // PyTorch order: outermost dimension first
-  uint64_t nbytes = 0;           // bytes stored on disk
-  const uint8_t* data = nullptr; // points into the memory-mapped file
+  std::string type;               // "BF16", "F32", ... or a GGUF block type such as "Q4_1"
+  std::vector<int64_t> shape;     // PyTorch order: outermost dimension first
+  uint64_t nbytes = 0;            // bytes stored on disk
+  const uint8_t* data = nullptr;  // points into the memory-mapped file
 };
 
 class Checkpoint {

@@ -15,8 +15,8 @@ void write_npy(const std::filesystem::path& path, const void* data, size_t nbyte
   // Python tuple syntax: "(3,)" for one dimension, "(3, 4)" for more.
   std::string dims = fmt::format("{}", fmt::join(shape, ", "));
   if (shape.size() == 1) dims += ",";
-  std::string header = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}",
-                                   descr, dims);
+  std::string header =
+      fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, dims);
   // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
   const size_t unpadded = 10 + header.size() + 1;
   header.append((64 - unpadded % 64) % 64, ' ');

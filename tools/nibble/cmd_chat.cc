@@ -17,7 +17,7 @@ struct ChatOptions {
   std::string system;
 };
 
-int run_chat(const ChatOptions &o) {
+int run_chat(const ChatOptions& o) {
   o.model.apply_threads();
   ModelSource source = open_model_source(o.model.resolved_path());
   require_tokenizer(source);
@@ -25,37 +25,30 @@ int run_chat(const ChatOptions &o) {
   auto model = build_model(source, o.model.compute_type());
   Generator generator(*model, source.tokenizer.get(), source.stop_ids);
   nlohmann::json messages = nlohmann::json::array();
-  if (!o.system.empty())
-    messages.push_back({{"role", "system"}, {"content", o.system}});
-  std::fprintf(
-      stderr,
-      "nibble chat: %s (type /reset to start over, /exit or Ctrl-D to quit)\n",
-      source.path.string().c_str());
+  if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+  std::fprintf(stderr, "nibble chat: %s (type /reset to start over, /exit or Ctrl-D to quit)\n",
+               source.path.string().c_str());
   std::string line;
   for (;;) {
     std::fputs("> ", stdout);
     std::fflush(stdout);
-    if (!std::getline(std::cin, line) || line == "/exit")
-      break;
+    if (!std::getline(std::cin, line) || line == "/exit") break;
     if (line == "/reset") {
       messages = nlohmann::json::array();
-      if (!o.system.empty())
-        messages.push_back({{"role", "system"}, {"content", o.system}});
+      if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
       continue;
     }
-    if (line.empty())
-      continue;
+    if (line.empty()) continue;
     messages.push_back({{"role", "user"}, {"content", line}});
     try {
       const auto prompt = chat_prompt_ids(source, messages, true);
-      auto result =
-          generator.generate(prompt, params, [](std::string_view text) {
-            std::fwrite(text.data(), 1, text.size(), stdout);
-            std::fflush(stdout);
-          });
+      auto result = generator.generate(prompt, params, [](std::string_view text) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+      });
       std::fputs("\n", stdout);
       messages.push_back({{"role", "assistant"}, {"content", result.text}});
-    } catch (const Error &e) {
+    } catch (const Error& e) {
       // A bad turn (e.g. the context is full) must not end the session.
       std::fprintf(stderr, "error: %s\n", e.what());
       messages.erase(messages.end() - 1);
@@ -64,7 +57,7 @@ int run_chat(const ChatOptions &o) {
   return 0;
 }
 
-NIBBLE_COMMAND(chat, [](CLI::App &app) -> std::function<int()> {
+NIBBLE_COMMAND(chat, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<ChatOptions>();
   app.description("Chat with a model interactively (streams tokens)");
   o->model.add(app);
@@ -73,5 +66,5 @@ NIBBLE_COMMAND(chat, [](CLI::App &app) -> std::function<int()> {
   return [o] { return run_chat(*o); };
 });
 
-} // namespace
-} // namespace nibble::cli
+}  // namespace
+}  // namespace nibble::cli

@@ -20,7 +20,7 @@ struct GenerateOptions {
   bool stats = false;
 };
 
-int run_generate(const GenerateOptions &o) {
+int run_generate(const GenerateOptions& o) {
   o.model.apply_threads();
   ModelSource source = open_model_source(o.model.resolved_path());
   require_tokenizer(source);
@@ -28,8 +28,7 @@ int run_generate(const GenerateOptions &o) {
   std::vector<int32_t> prompt;
   if (o.chat) {
     nlohmann::json messages = nlohmann::json::array();
-    if (!o.system.empty())
-      messages.push_back({{"role", "system"}, {"content", o.system}});
+    if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
     messages.push_back({{"role", "user"}, {"content", o.prompt}});
     prompt = chat_prompt_ids(source, messages, true);
   } else {
@@ -37,8 +36,7 @@ int run_generate(const GenerateOptions &o) {
   }
   auto model = build_model(source, o.model.compute_type());
   Generator generator(*model, source.tokenizer.get(), source.stop_ids);
-  if (!o.chat)
-    std::fputs(o.prompt.c_str(), stdout);
+  if (!o.chat) std::fputs(o.prompt.c_str(), stdout);
   auto result = generator.generate(prompt, params, [](std::string_view text) {
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fflush(stdout);
@@ -59,20 +57,18 @@ int run_generate(const GenerateOptions &o) {
   return 0;
 }
 
-NIBBLE_COMMAND(generate, [](CLI::App &app) -> std::function<int()> {
+NIBBLE_COMMAND(generate, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<GenerateOptions>();
   app.description("Generate a completion for one prompt");
   o->model.add(app);
   o->sampling.add(app);
   app.add_option("--prompt,-p", o->prompt, "the prompt text")->required();
-  app.add_flag("--chat", o->chat,
-               "wrap the prompt as a user message in the chat template");
+  app.add_flag("--chat", o->chat, "wrap the prompt as a user message in the chat template");
   app.add_option("--system", o->system, "system message (with --chat)");
-  app.add_flag("--no-special", o->no_special,
-               "do not add BOS/special tokens to a plain prompt");
+  app.add_flag("--no-special", o->no_special, "do not add BOS/special tokens to a plain prompt");
   app.add_flag("--stats", o->stats, "print token counts and speed to stderr");
   return [o] { return run_generate(*o); };
 });
 
-} // namespace
-} // namespace nibble::cli
+}  // namespace
+}  // namespace nibble::cli

@@ -25,7 +25,7 @@ struct SynthOptions {
 };
 
 // config.json of well-known models (the fields the architecture needs).
-const std::map<std::string, nlohmann::json> &known_configs() {
+const std::map<std::string, nlohmann::json>& known_configs() {
   static const std::map<std::string, nlohmann::json> configs = {
       {"smollm2-135m",
        {{"model_type", "llama"},
@@ -143,16 +143,12 @@ const std::map<std::string, nlohmann::json> &known_configs() {
   return configs;
 }
 
-std::vector<SafetensorsTensorSpec> tensor_specs(const ModelConfig &c,
-                                                DType dtype) {
+std::vector<SafetensorsTensorSpec> tensor_specs(const ModelConfig& c, DType dtype) {
   const int64_t h = c.hidden_size, q = c.num_attention_heads * c.head_dim,
-                kv = c.num_key_value_heads * c.head_dim,
-                f = c.intermediate_size;
+                kv = c.num_key_value_heads * c.head_dim, f = c.intermediate_size;
   std::vector<SafetensorsTensorSpec> specs = {
-      {"model.embed_tokens.weight", dtype, {c.vocab_size, h}},
-      {"model.norm.weight", dtype, {h}}};
-  if (!c.tie_word_embeddings)
-    specs.push_back({"lm_head.weight", dtype, {c.vocab_size, h}});
+      {"model.embed_tokens.weight", dtype, {c.vocab_size, h}}, {"model.norm.weight", dtype, {h}}};
+  if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", dtype, {c.vocab_size, h}});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = fmt::format("model.layers.{}.", l);
     specs.push_back({p + "input_layernorm.weight", dtype, {h}});
@@ -180,11 +176,9 @@ std::vector<SafetensorsTensorSpec> tensor_specs(const ModelConfig &c,
 // Uniform values with the standard deviation of a typical initialisation
 // (0.02); norms are 1. A counter-based hash makes each element independent of
 // thread scheduling.
-std::vector<uint8_t> random_tensor(const SafetensorsTensorSpec &spec,
-                                   uint64_t seed, bool is_norm) {
+std::vector<uint8_t> random_tensor(const SafetensorsTensorSpec& spec, uint64_t seed, bool is_norm) {
   int64_t n = 1;
-  for (int64_t d : spec.shape)
-    n *= d;
+  for (int64_t d : spec.shape) n *= d;
   const size_t es = dtype_size(spec.dtype);
   std::vector<uint8_t> bytes(size_t(n) * es);
   const uint64_t salt = std::hash<std::string>{}(spec.name) ^ seed;
@@ -194,13 +188,12 @@ std::vector<uint8_t> random_tensor(const SafetensorsTensorSpec &spec,
       x ^= x >> 31;
       x *= 0xBF58476D1CE4E5B9ull;
       x ^= x >> 29;
-      const float u = float(x >> 40) * (1.0f / 16777216.0f); // [0, 1)
+      const float u = float(x >> 40) * (1.0f / 16777216.0f);  // [0, 1)
       const float v = is_norm ? 1.0f : (u * 2.0f - 1.0f) * 0.0346f;
       if (spec.dtype == DType::F32) {
         std::memcpy(&bytes[size_t(i) * 4], &v, 4);
       } else {
-        const uint16_t hv =
-            spec.dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+        const uint16_t hv = spec.dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
         std::memcpy(&bytes[size_t(i) * 2], &hv, 2);
       }
     }
@@ -208,7 +201,7 @@ std::vector<uint8_t> random_tensor(const SafetensorsTensorSpec &spec,
   return bytes;
 }
 
-int run_synth(const SynthOptions &o) {
+int run_synth(const SynthOptions& o) {
   nlohmann::json config_json;
   if (auto it = known_configs().find(o.config); it != known_configs().end()) {
     config_json = it->second;
@@ -216,19 +209,16 @@ int run_synth(const SynthOptions &o) {
     config_json = read_json_file(o.config);
   } else {
     std::string names;
-    for (const auto &[name, _] : known_configs())
-      names += " " + name;
-    fail("--config: '{}' is neither a known model ({}) nor a config.json file",
-         o.config, names.substr(1));
+    for (const auto& [name, _] : known_configs()) names += " " + name;
+    fail("--config: '{}' is neither a known model ({}) nor a config.json file", o.config,
+         names.substr(1));
   }
   const DType dtype =
       o.dtype == "float32"   ? DType::F32
       : o.dtype == "float16" ? DType::F16
       : o.dtype == "bfloat16"
           ? DType::BF16
-          : (fail("--dtype: expected float32, bfloat16 or float16, got '{}'",
-                  o.dtype),
-             DType::F32);
+          : (fail("--dtype: expected float32, bfloat16 or float16, got '{}'", o.dtype), DType::F32);
   config_json["torch_dtype"] = o.dtype;
   ModelConfig config = parse_hf_config(config_json, o.config);
   const std::filesystem::path out(o.out);
@@ -239,39 +229,35 @@ int run_synth(const SynthOptions &o) {
   temp += ".partial";
   std::filesystem::remove_all(temp, ec);
   std::filesystem::create_directories(temp);
-  SafetensorsWriter writer(temp / "model.safetensors",
-                           tensor_specs(config, dtype));
-  for (const auto &spec : writer.order()) {
+  SafetensorsWriter writer(temp / "model.safetensors", tensor_specs(config, dtype));
+  for (const auto& spec : writer.order()) {
     const bool is_norm = spec.name.find("norm") != std::string::npos;
     writer.write(spec.name, random_tensor(spec, o.seed, is_norm));
   }
   writer.commit();
-  write_file_atomic(temp / "config.json",
-                    hf_config_to_json(config).dump(2) + "\n");
-  if (std::filesystem::exists(out, ec))
-    std::filesystem::remove_all(out);
+  write_file_atomic(temp / "config.json", hf_config_to_json(config).dump(2) + "\n");
+  if (std::filesystem::exists(out, ec)) std::filesystem::remove_all(out);
   std::filesystem::rename(temp, out);
-  std::printf("wrote %s (%s, random weights, no tokenizer)\n",
-              out.string().c_str(), o.config.c_str());
+  std::printf("wrote %s (%s, random weights, no tokenizer)\n", out.string().c_str(),
+              o.config.c_str());
   return 0;
 }
 
-NIBBLE_COMMAND(synth, [](CLI::App &app) -> std::function<int()> {
+NIBBLE_COMMAND(synth, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<SynthOptions>();
-  app.description("Write a random-weight checkpoint of a real architecture "
-                  "(for speed work)");
-  app.add_option(
-         "--config", o->config,
-         "a known model (smollm2-135m, llama-3.2-1b, llama-3-8b, llama-3.1-8b, "
-         "mistral-7b, qwen2.5-7b, qwen3-8b) or a config.json path")
+  app.description(
+      "Write a random-weight checkpoint of a real architecture "
+      "(for speed work)");
+  app.add_option("--config", o->config,
+                 "a known model (smollm2-135m, llama-3.2-1b, llama-3-8b, llama-3.1-8b, "
+                 "mistral-7b, qwen2.5-7b, qwen3-8b) or a config.json path")
       ->required();
   app.add_option("--out,-o", o->out, "output directory")->required();
-  app.add_option("--dtype", o->dtype, "float32, bfloat16 or float16")
-      ->capture_default_str();
+  app.add_option("--dtype", o->dtype, "float32, bfloat16 or float16")->capture_default_str();
   app.add_option("--seed", o->seed)->capture_default_str();
   app.add_flag("--force", o->force, "replace an existing output");
   return [o] { return run_synth(*o); };
 });
 
-} // namespace
-} // namespace nibble::cli
+}  // namespace
+}  // namespace nibble::cli

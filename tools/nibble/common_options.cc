@@ -5,36 +5,30 @@
 
 namespace nibble::cli {
 
-void ModelOptions::add(CLI::App &app) {
+void ModelOptions::add(CLI::App& app) {
   app.add_option("--model-path,-m", model_path,
                  "HF model directory or GGUF file (default: the embedded "
                  "SmolLM2-135M-Instruct)");
-  app.add_option("--dtype", dtype,
-                 "auto, float32 or bfloat16 (weights and compute)")
+  app.add_option("--dtype", dtype, "auto, float32 or bfloat16 (weights and compute)")
       ->capture_default_str();
-  app.add_option("--threads,-t", threads, "CPU threads (0: all cores)")
-      ->capture_default_str();
+  app.add_option("--threads,-t", threads, "CPU threads (0: all cores)")->capture_default_str();
 }
 
 std::filesystem::path ModelOptions::resolved_path() const {
-  return model_path.empty() ? default_model_path()
-                            : std::filesystem::path(model_path);
+  return model_path.empty() ? default_model_path() : std::filesystem::path(model_path);
 }
 
 ComputeType ModelOptions::compute_type() const {
-  if (dtype == "auto")
-    return ComputeType::F32;
+  if (dtype == "auto") return ComputeType::F32;
   return parse_compute_type(dtype);
 }
 
 void ModelOptions::apply_threads() const {
-  if (threads > 0)
-    ThreadPool::set_global_threads(threads);
+  if (threads > 0) ThreadPool::set_global_threads(threads);
 }
 
-void SamplingOptions::add(CLI::App &app) {
-  app.add_option("--temperature", temperature,
-                 "0 is greedy (default: the model's, else 1.0)");
+void SamplingOptions::add(CLI::App& app) {
+  app.add_option("--temperature", temperature, "0 is greedy (default: the model's, else 1.0)");
   app.add_option("--top-p", top_p);
   app.add_option("--top-k", top_k, "-1 disables");
   app.add_option("--min-p", min_p);
@@ -48,16 +42,14 @@ void SamplingOptions::add(CLI::App &app) {
   app.add_flag("--ignore-eos", ignore_eos);
 }
 
-SamplingParams
-SamplingOptions::resolve(const GenerationDefaults &defaults) const {
+SamplingParams SamplingOptions::resolve(const GenerationDefaults& defaults) const {
   SamplingParams p;
-  p.temperature =
-      temperature.value_or(defaults.temperature.value_or(p.temperature));
+  p.temperature = temperature.value_or(defaults.temperature.value_or(p.temperature));
   p.top_p = top_p.value_or(defaults.top_p.value_or(p.top_p));
   p.top_k = top_k.value_or(defaults.top_k.value_or(p.top_k));
   p.min_p = min_p.value_or(defaults.min_p.value_or(p.min_p));
-  p.repetition_penalty = repetition_penalty.value_or(
-      defaults.repetition_penalty.value_or(p.repetition_penalty));
+  p.repetition_penalty =
+      repetition_penalty.value_or(defaults.repetition_penalty.value_or(p.repetition_penalty));
   p.frequency_penalty = frequency_penalty;
   p.presence_penalty = presence_penalty;
   p.max_new_tokens = max_new_tokens;
@@ -69,12 +61,11 @@ SamplingOptions::resolve(const GenerationDefaults &defaults) const {
   return p;
 }
 
-const Tokenizer &require_tokenizer(const ModelSource &source) {
-  NIBBLE_CHECK(
-      source.tokenizer != nullptr,
-      "{}: the model has no tokenizer (tokenizer.json); this command needs one",
-      source.path.string());
+const Tokenizer& require_tokenizer(const ModelSource& source) {
+  NIBBLE_CHECK(source.tokenizer != nullptr,
+               "{}: the model has no tokenizer (tokenizer.json); this command needs one",
+               source.path.string());
   return *source.tokenizer;
 }
 
-} // namespace nibble::cli
+}  // namespace nibble::cli

@@ -14,10 +14,9 @@ namespace nibble::cli {
 
 struct ModelOptions {
   std::string model_path;
-  std::string dtype =
-      "auto"; // auto picks bfloat16 when the CPU has native bf16 dot products
+  std::string dtype = "auto";  // auto picks bfloat16 when the CPU has native bf16 dot products
   int threads = 0;
-  void add(CLI::App &app);
+  void add(CLI::App& app);
   std::filesystem::path resolved_path() const;
   ComputeType compute_type() const;
   void apply_threads() const;
@@ -32,13 +31,13 @@ struct SamplingOptions {
   std::vector<int32_t> stop_token_ids;
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
-  void add(CLI::App &app);
+  void add(CLI::App& app);
   // Explicit flags win over the model's generation defaults, which win over
   // SGLang's defaults.
-  SamplingParams resolve(const GenerationDefaults &defaults) const;
+  SamplingParams resolve(const GenerationDefaults& defaults) const;
 };
 
 // Commands that work on text need the model's tokenizer.
-const Tokenizer &require_tokenizer(const ModelSource &source);
+const Tokenizer& require_tokenizer(const ModelSource& source);
 
-} // namespace nibble::cli
+}  // namespace nibble::cli

@@ -17,14 +17,42 @@
 namespace nibble::gguf {
 
 enum class GgmlType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
-  I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, BF16 = 30,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  BF16 = 30,
 };
 
 enum class ValueType : uint32_t {
-  UINT8 = 0, INT8 = 1, UINT16 = 2, INT16 = 3, UINT32 = 4, INT32 = 5, FLOAT32 = 6,
-  BOOL = 7, STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
+  UINT8 = 0,
+  INT8 = 1,
+  UINT16 = 2,
+  INT16 = 3,
+  UINT32 = 4,
+  INT32 = 5,
+  FLOAT32 = 6,
+  BOOL = 7,
+  STRING = 8,
+  ARRAY = 9,
+  UINT64 = 10,
+  INT64 = 11,
+  FLOAT64 = 12,
 };
 
 // A metadata value: its GGUF type (and element type for arrays) plus the value as JSON
@@ -51,8 +79,8 @@ struct TypeTraits {
   int64_t block_elems = 0;
   int64_t block_bytes = 0;
 };
-std::optional<TypeTraits> type_traits(GgmlType type);  // nullopt for an unknown type
-std::string type_name(GgmlType type);                   // "Q4_K", or "type 99" if unknown
+std::optional<TypeTraits> type_traits(GgmlType type);           // nullopt for an unknown type
+std::string type_name(GgmlType type);                           // "Q4_K", or "type 99" if unknown
 std::optional<GgmlType> type_from_name(std::string_view name);  // "Q4_K" -> Q4_K
 std::string_view value_type_name(ValueType type);               // "UINT32", "ARRAY", ...
 

@@ -113,15 +113,4 @@ std::vector<std::pair<size_t, size_t>> Regex::find_all(std::string_view text) co
   return matches;
 }
 
-std::string Regex::escape(std::string_view literal) {
-  std::string out;
-  for (char c : literal) {
-    if (std::string_view("\\^$.|?*+()[]{}-#/").find(c) != std::string_view::npos || c == ' ') {
-      out += '\\';
-    }
-    out += c;
-  }
-  return out;
-}
-
 }  // namespace nibble

@@ -21,8 +21,6 @@ class Regex {
   std::vector<std::pair<size_t, size_t>> find_all(std::string_view text) const;
   const std::string& pattern() const { return pattern_; }
 
-  static std::string escape(std::string_view literal);
-
  private:
   struct Impl;
   std::string pattern_;

@@ -1,0 +1,120 @@
+#pragma once
+// The engine: owns a model, its paged KV cache (with radix prefix reuse) and a scheduler
+// thread that runs continuous batching with chunked prefill over the flat token batch.
+// Thread-safe: any thread may submit, cancel or read stats.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/sampling_params.h"
+#include "runtime/stop_checker.h"
+
+namespace nibble {
+
+struct ModelSource;
+
+// The arguments of `nibble serve`, spelled as sglang.launch_server spells them.
+struct EngineArgs {
+  std::string model_path;      // HF directory or GGUF file; empty: the default model
+  std::string dtype = "auto";  // auto, float32, bfloat16
+  std::string quantization;    // reserved for the quantized-inference work
+  std::string torchao_config;  // reserved
+  std::string kv_cache_dtype = "auto";
+  int64_t context_length = 0;          // 0: the model's max_position_embeddings
+  int64_t max_running_requests = 64;   // sequences decoded together
+  int64_t max_total_tokens = 0;        // KV-cache capacity in tokens; 0: derived from memory
+  int64_t chunked_prefill_size = 512;  // prompt tokens per engine step
+  bool disable_radix_cache = false;
+  int threads = 0;                // CPU threads; 0: all cores
+  std::string chat_template;      // a file overriding the model's template
+  std::string served_model_name;  // default: the model path's last component
+  std::optional<uint64_t> random_seed;
+};
+
+struct GenerateRequest {
+  std::vector<int32_t> input_ids;  // either ids ...
+  std::string text;                // ... or text, tokenized with special tokens
+  SamplingParams sampling;
+  bool return_logprob = false;
+  int32_t top_logprobs_num = 0;
+};
+
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;  // top_logprobs_num best, best first
+};
+
+// Delivered to a request's callback each step it produced something, and once at the end.
+struct StreamChunk {
+  std::string text;                // new, final text (never a broken UTF-8 sequence)
+  std::vector<int32_t> token_ids;  // new output tokens
+  std::vector<TokenLogprob> logprobs;
+  bool finished = false;
+  std::optional<FinishReason> finish;
+  std::optional<std::string> error;  // set (with finished) when the request failed
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;  // prompt tokens served from the prefix cache
+};
+
+struct GenerateOutput {
+  std::string text;
+  std::vector<int32_t> output_ids;
+  std::vector<TokenLogprob> logprobs;
+  FinishReason finish;
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t cached_tokens = 0;
+};
+
+struct EngineStats {
+  int64_t running_requests = 0;
+  int64_t waiting_requests = 0;
+  int64_t kv_tokens_used = 0;
+  int64_t kv_tokens_total = 0;
+  int64_t prompt_tokens_total = 0;  // counters since start
+  int64_t generation_tokens_total = 0;
+  int64_t cached_prompt_tokens_total = 0;  // prefix-cache hits, in tokens
+  int64_t requests_finished_total = 0;
+};
+
+class RequestHandle {
+ public:
+  virtual ~RequestHandle() = default;
+  // Stops the request within one engine step and frees its KV blocks; the callback then
+  // receives a final chunk with finish "abort".
+  virtual void cancel() = 0;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineArgs& args);
+  ~Engine();  // stops the scheduler; unfinished requests end with an error chunk
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Blocking, batched: all prompts run together through continuous batching.
+  std::vector<GenerateOutput> generate(const std::vector<std::string>& prompts,
+                                       const SamplingParams& params);
+  std::vector<GenerateOutput> generate(const std::vector<GenerateRequest>& requests);
+
+  // Streaming: `on_chunk` is called from the engine thread; it must not block.
+  // Throws nibble::Error for an invalid request (bad parameters, prompt too long).
+  std::shared_ptr<RequestHandle> submit(GenerateRequest request,
+                                        std::function<void(const StreamChunk&)> on_chunk);
+
+  const ModelSource& model() const;  // config, tokenizer, chat template, stop ids
+  const EngineArgs& args() const;
+  EngineStats stats() const;
+  void flush_cache();  // drops the prefix cache (blocks in use stay)
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace nibble

@@ -74,12 +74,15 @@ struct GenerateOutput {
 struct EngineStats {
   int64_t running_requests = 0;
   int64_t waiting_requests = 0;
-  int64_t kv_tokens_used = 0;
+  int64_t kv_tokens_used = 0;  // KV slots held: by requests and by the prefix cache
   int64_t kv_tokens_total = 0;
+  int64_t kv_tokens_cached = 0;     // of kv_tokens_used: prefix-cache blocks no request uses
+                                    // (evicted on demand; flush_cache() drops them)
   int64_t prompt_tokens_total = 0;  // counters since start
   int64_t generation_tokens_total = 0;
   int64_t cached_prompt_tokens_total = 0;  // prefix-cache hits, in tokens
   int64_t requests_finished_total = 0;
+  int64_t preemptions_total = 0;  // requests paused for lack of KV space (recomputed later)
 };
 
 class RequestHandle {
@@ -93,6 +96,8 @@ class RequestHandle {
 class Engine {
  public:
   explicit Engine(const EngineArgs& args);
+  // From an already opened model (tests, embedders); args.model_path is then ignored.
+  Engine(const EngineArgs& args, ModelSource&& source);
   ~Engine();  // stops the scheduler; unfinished requests end with an error chunk
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -108,6 +113,8 @@ class Engine {
                                         std::function<void(const StreamChunk&)> on_chunk);
 
   const ModelSource& model() const;  // config, tokenizer, chat template, stop ids
+  // The arguments with defaults resolved: context_length, max_total_tokens (rounded to whole
+  // KV blocks), served_model_name and model_path are filled in.
   const EngineArgs& args() const;
   EngineStats stats() const;
   void flush_cache();  // drops the prefix cache (blocks in use stay)

@@ -14,11 +14,19 @@
 namespace nibble {
 
 struct FinishReason {
-  enum class Kind { kStop, kLength };
+  // kAbort: cancelled by the client (or the engine shutting down), as SGLang/vLLM name it.
+  enum class Kind { kStop, kLength, kAbort };
   Kind kind = Kind::kStop;
   // The stop token id or stop string that ended the request, if any (OpenAI's "matched_stop").
   std::variant<std::monostate, int32_t, std::string> matched;
-  std::string_view name() const { return kind == Kind::kStop ? "stop" : "length"; }
+  std::string_view name() const {
+    switch (kind) {
+      case Kind::kStop: return "stop";
+      case Kind::kLength: return "length";
+      case Kind::kAbort: return "abort";
+    }
+    return "stop";
+  }
 };
 
 class StopChecker {

@@ -10,6 +10,7 @@
 #include "formats/hf/hf_checkpoint.h"
 #include "formats/hf/hf_config.h"
 #include "model/gguf_names.h"
+#include "quant/quantized_checkpoint.h"
 
 namespace nibble {
 namespace {
@@ -66,7 +67,7 @@ std::string read_chat_template(const std::filesystem::path& dir) {
   fail("{}: chat_template is neither a string nor a list with a 'default' entry", path.string());
 }
 
-ModelSource open_hf_dir(const std::filesystem::path& dir) {
+ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& quantization) {
   ModelSource s;
   s.path = dir;
   s.format = "hf";
@@ -80,7 +81,8 @@ ModelSource open_hf_dir(const std::filesystem::path& dir) {
     s.generation.repetition_penalty = static_cast<float>(*gen.repetition_penalty);
   if (gen.do_sample && !*gen.do_sample) s.generation.temperature = 0.0f;
   s.raw_checkpoint = open_hf_checkpoint(dir);
-  s.checkpoint = s.raw_checkpoint;
+  // Pre-quantized layers appear as dense `<p>.weight` (dequantized on load) until kernels exist.
+  s.checkpoint = quant::wrap_quantized_checkpoint(s.raw_checkpoint, dir, quantization);
   // Random-weight checkpoints (`nibble synth`) carry no tokenizer; they run on token ids.
   if (std::filesystem::exists(dir / "tokenizer.json")) s.tokenizer = Tokenizer::from_hf_dir(dir);
   s.chat_template = read_chat_template(dir);
@@ -107,12 +109,12 @@ ModelSource open_gguf(const std::filesystem::path& path) {
 
 }  // namespace
 
-ModelSource open_model_source(const std::filesystem::path& path) {
+ModelSource open_model_source(const std::filesystem::path& path, const std::string& quantization) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     NIBBLE_CHECK(std::filesystem::exists(path / "config.json"),
                  "{}: not a model directory (no config.json)", path.string());
-    return open_hf_dir(path);
+    return open_hf_dir(path, quantization);
   }
   NIBBLE_CHECK(std::filesystem::exists(path, ec), "{}: no such file or directory", path.string());
   return open_gguf(path);

@@ -40,8 +40,10 @@ struct ModelSource {
   std::vector<int32_t> stop_ids;
 };
 
-// Reads configs, tokenizer and the tensor table; weights stay memory-mapped.
-ModelSource open_model_source(const std::filesystem::path& path);
+// Reads configs, tokenizer and the tensor table; weights stay memory-mapped. `quantization`
+// is SGLang's --quantization (empty: what the checkpoint says; see quant/resolve.h).
+ModelSource open_model_source(const std::filesystem::path& path,
+                              const std::string& quantization = "");
 
 std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute);
 

@@ -121,7 +121,11 @@ bool Request::on_logits(std::span<float> logits) {
     chunk.finish = *reason;
   }
   emit_text(chunk);
-  if (finished_ || !chunk.token_ids.empty() || !chunk.text.empty()) deliver(chunk);
+  if (finished_) {
+    final_chunk_ = std::move(chunk);
+  } else if (!chunk.token_ids.empty() || !chunk.text.empty()) {
+    deliver(chunk);
+  }
   return finished_;
 }
 
@@ -137,6 +141,13 @@ void Request::finish(FinishReason reason, std::optional<std::string> error) {
   chunk.finished = true;
   chunk.finish = std::move(reason);
   chunk.error = std::move(error);
+  final_chunk_ = std::move(chunk);
+}
+
+void Request::deliver_final() {
+  if (!final_chunk_) return;
+  StreamChunk chunk = std::move(*final_chunk_);
+  final_chunk_.reset();
   deliver(chunk);
 }
 

@@ -57,11 +57,13 @@ class Request {
   int64_t pending_tokens() const { return int64_t(tokens.size()) - n_cached; }
 
   // Samples from `logits` (the raw row; modified), checks stop conditions and streams the
-  // result. Returns true when the request finished.
+  // result. Returns true when the request finished; its final chunk then waits for
+  // deliver_final(), so that the scheduler can free the blocks first.
   bool on_logits(std::span<float> logits);
 
-  // Ends the request now (abort, length cut, error) with a final chunk.
+  // Ends the request now (abort, length cut, error); the final chunk waits for deliver_final().
   void finish(FinishReason reason, std::optional<std::string> error = std::nullopt);
+  void deliver_final();
 
  private:
   StreamChunk make_chunk() const;
@@ -82,6 +84,7 @@ class Request {
   bool stopped_by_string_ = false;
   bool finished_ = false;
   std::vector<float> raw_logits_;  // copy for logprobs, taken before penalties
+  std::optional<StreamChunk> final_chunk_;
 };
 
 // log-softmax of `logits` at `token`, plus the `top_n` best tokens, best first.

@@ -103,6 +103,7 @@ void Scheduler::loop() {
         if (request->max_new_tokens() == 0) {
           request->finish(FinishReason{FinishReason::Kind::kLength, {}});
           ++counters_.requests_finished_total;
+          finished_.push_back(std::move(request));
           continue;
         }
         insert_by_arrival(waiting_, std::move(request));
@@ -114,6 +115,7 @@ void Scheduler::loop() {
     if (flush) {
       radix_.evict(std::numeric_limits<int64_t>::max(),
                    [&](int32_t block) { cache_.free_block(block); });
+      publish_stats();
       {
         std::lock_guard lock(inbox_->mutex);
         inbox_->flush_done = flush_ticket;
@@ -122,12 +124,18 @@ void Scheduler::loop() {
     }
     take_cancellations();
     stuck = !step();
-    publish_stats();
+    deliver_finished();
     busy = !running_.empty() || !waiting_.empty();
   }
   fail_all("the engine is shutting down");
-  publish_stats();
+  deliver_finished();
   inbox_->flushed.notify_all();
+}
+
+void Scheduler::deliver_finished() {
+  publish_stats();
+  for (auto& request : finished_) request->deliver_final();
+  finished_.clear();
 }
 
 void Scheduler::fail_all(const std::string& message) {
@@ -137,14 +145,17 @@ void Scheduler::fail_all(const std::string& message) {
     incoming.swap(inbox_->incoming);
   }
   const FinishReason abort{FinishReason::Kind::kAbort, {}};
-  for (auto& r : running_) {
-    release_blocks(*r);
-    r->finish(abort, message);
-  }
-  for (auto& r : waiting_) r->finish(abort, message);
-  for (auto& r : incoming) r->finish(abort, message);
-  running_.clear();
-  waiting_.clear();
+  for (auto& r : running_) release_blocks(*r);
+  auto end_all = [&](auto& queue) {
+    for (auto& r : queue) {
+      r->finish(abort, message);
+      finished_.push_back(std::move(r));
+    }
+    queue.clear();
+  };
+  end_all(running_);
+  end_all(waiting_);
+  end_all(incoming);
 }
 
 void Scheduler::take_cancellations() {
@@ -157,6 +168,7 @@ void Scheduler::take_cancellations() {
     release_blocks(**it);
     (*it)->finish(abort);
     ++counters_.requests_finished_total;
+    finished_.push_back(std::move(*it));
     it = waiting_.erase(it);
   }
   for (auto it = running_.begin(); it != running_.end();) {
@@ -167,6 +179,7 @@ void Scheduler::take_cancellations() {
     release_blocks(**it);
     (*it)->finish(abort);
     ++counters_.requests_finished_total;
+    finished_.push_back(std::move(*it));
     it = running_.erase(it);
   }
 }
@@ -239,7 +252,10 @@ void Scheduler::preempt(Request& request) {
 void Scheduler::retire(Request& request) {
   release_blocks(request);
   ++counters_.requests_finished_total;
-  std::erase_if(running_, [&](const auto& r) { return r.get() == &request; });
+  auto it = std::find_if(running_.begin(), running_.end(),
+                         [&](const auto& r) { return r.get() == &request; });
+  finished_.push_back(std::move(*it));
+  running_.erase(it);
 }
 
 Request* Scheduler::newest_running() { return running_.empty() ? nullptr : running_.back().get(); }

@@ -82,7 +82,11 @@ class Scheduler {
   // Hands the request's blocks back (to the radix cache where whole and computed).
   void release_blocks(Request& request);
   void preempt(Request& request);
-  void retire(Request& request);  // a finished request leaves the running set
+  // A finished request leaves the running set for finished_.
+  void retire(Request& request);
+  // Publishes the stats, then hands the finished requests their final chunks: by the time a
+  // client sees its request end, the blocks are free and stats() says so.
+  void deliver_finished();
   Request* newest_running();
   void publish_stats();
   void fail_all(const std::string& message);
@@ -94,8 +98,9 @@ class Scheduler {
   std::shared_ptr<SchedulerInbox> inbox_ = std::make_shared<SchedulerInbox>();
 
   // Scheduler-thread state.
-  std::vector<std::unique_ptr<Request>> running_;  // by arrival (id), oldest first
-  std::deque<std::unique_ptr<Request>> waiting_;   // by arrival (id), oldest first
+  std::vector<std::unique_ptr<Request>> running_;   // by arrival (id), oldest first
+  std::deque<std::unique_ptr<Request>> waiting_;    // by arrival (id), oldest first
+  std::vector<std::unique_ptr<Request>> finished_;  // final chunks not yet delivered
   std::vector<float> logits_;
   EngineStats counters_;
 

@@ -34,6 +34,8 @@ struct EngineArgs {
   std::optional<uint64_t> random_seed;
 };
 
+// Seeds: a request's sampling.seed fixes its samples for a given batch composition; without
+// one, EngineArgs::random_seed (if set) derives a per-request seed from the arrival order.
 struct GenerateRequest {
   std::vector<int32_t> input_ids;  // either ids ...
   std::string text;                // ... or text, tokenized with special tokens
@@ -42,6 +44,8 @@ struct GenerateRequest {
   int32_t top_logprobs_num = 0;
 };
 
+// Log-probabilities are the log-softmax of the model's raw logits, before temperature,
+// penalties and top-k/top-p/min-p.
 struct TokenLogprob {
   int32_t token = 0;
   float logprob = 0.0f;
@@ -107,8 +111,15 @@ class Engine {
                                        const SamplingParams& params);
   std::vector<GenerateOutput> generate(const std::vector<GenerateRequest>& requests);
 
-  // Streaming: `on_chunk` is called from the engine thread; it must not block.
-  // Throws nibble::Error for an invalid request (bad parameters, prompt too long).
+  // Streaming: `on_chunk` is called from the engine thread; it must not block. It gets a chunk
+  // for every step that produced tokens or text, and exactly one chunk with finished set (by
+  // then the request's KV blocks are free and stats() counts it). A stop token ends the
+  // request without appearing in token_ids/text/logprobs, but completion_tokens counts it.
+  // Should on_chunk throw, the request is cancelled. A request with max_new_tokens 0 ends at
+  // once with finish "length".
+  // Throws nibble::Error for an invalid request (bad parameters, out-of-vocabulary ids, prompt
+  // + max_new_tokens over the context length, a prompt larger than the whole KV cache,
+  // top_logprobs_num outside [0, 20] or without return_logprob).
   std::shared_ptr<RequestHandle> submit(GenerateRequest request,
                                         std::function<void(const StreamChunk&)> on_chunk);
 
@@ -117,7 +128,9 @@ class Engine {
   // KV blocks), served_model_name and model_path are filled in.
   const EngineArgs& args() const;
   EngineStats stats() const;
-  void flush_cache();  // drops the prefix cache (blocks in use stay)
+  // Drops the prefix cache (blocks in use stay); returns once done, except when called from
+  // a callback, where it only asks for it (done before the next step).
+  void flush_cache();
 
  private:
   struct Impl;

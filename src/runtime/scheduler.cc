@@ -57,6 +57,9 @@ void Scheduler::flush_cache() {
   if (inbox_->stopping) return;
   const uint64_t ticket = ++inbox_->flush_requested;
   inbox_->wake.notify_one();
+  // From a callback (the scheduler thread itself): waiting would deadlock; the flush happens
+  // before the next step.
+  if (std::this_thread::get_id() == thread_.get_id()) return;
   inbox_->flushed.wait(lock, [&] { return inbox_->flush_done >= ticket || inbox_->stopping; });
 }
 

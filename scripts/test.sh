@@ -7,6 +7,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
 NIBBLE_HOME="${NIBBLE_HOME:-$HOME/.cache/nibble}"
 export NIBBLE_HOME
+# Fresh clones (CI) live at new paths: make ccache hash paths relative so they still hit.
+export CCACHE_BASEDIR="$here" CCACHE_NOHASHDIR=true
 
 bash scripts/setup.sh --no-build
 

@@ -70,9 +70,16 @@ LayerPlan plan_layer(const QuantConfig& c, const std::string& module) {
   if (method == "gptq") {
     if (lm_head && !c.gptq.lm_head) return plan;
     GptqParams p = c.gptq.params;
+    // Exclusions win over overrides. (vLLM takes the first match in file order; the JSON
+    // object here is key-sorted, so overlapping "+:" rules apply in key order.)
+    for (const auto& rule : c.gptq.dynamic)
+      if (rule.exclude &&
+          std::regex_search(module, rule.regex, std::regex_constants::match_continuous))
+        return plan;
     for (const auto& rule : c.gptq.dynamic) {
-      if (!std::regex_search(module, rule.regex, std::regex_constants::match_continuous)) continue;
-      if (rule.exclude) return plan;
+      if (rule.exclude ||
+          !std::regex_search(module, rule.regex, std::regex_constants::match_continuous))
+        continue;
       if (rule.bits) p.bits = *rule.bits;
       if (rule.group_size) p.group_size = *rule.group_size;
       if (rule.sym) p.sym = *rule.sym;

@@ -28,7 +28,7 @@ if ((${#missing[@]})); then
 fi
 
 # 2. Python venv with the reference libraries the tests compare against.
-py_packages=(numpy pytest jinja2 safetensors tokenizers "gguf==0.19.0" transformers torch accelerate openai)
+py_packages=(numpy pytest jinja2 safetensors tokenizers "gguf==0.19.0" transformers torch accelerate openai compressed-tensors)
 stamp="$VENV/.nibble-packages"
 want="${py_packages[*]}"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

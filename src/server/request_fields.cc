@@ -25,7 +25,7 @@ json parse_json_object(std::string_view body) {
   json value;
   try {
     value = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& error) {
+  } catch (const json::exception& error) {  // parse_error, or out_of_range for 1e400
     // The parser's message gives the byte position and reason; it does not echo the body.
     throw ApiError(400, "invalid_request_error", std::string("invalid JSON body: ") + error.what());
   }

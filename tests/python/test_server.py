@@ -161,6 +161,9 @@ BAD_REQUESTS = [
     (CHAT, b"", 400, None),
     (CHAT, b"[1, 2]", 400, None),
     (CHAT, b'{"messages": [{"role": "user", "content": "\xff\xfe"}]}', 400, None),
+    (CHAT, b'{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, None),
+    (CHAT, b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, None),
+    (CHAT, b'{"messages": [{"role": "user", "content": "x"}], "top_p": 1e400}', 400, None),
     (CHAT, {"messages": None}, 400, "messages"),
     (CHAT, {"messages": "hello"}, 400, "messages"),
     (CHAT, {"messages": []}, 400, "messages"),
@@ -170,6 +173,8 @@ BAD_REQUESTS = [
     (CHAT, {"messages": [{"role": "wizard", "content": "x"}]}, 400, "messages[0].role"),
     (CHAT, {"messages": [{"role": "system", "content": 123}]}, 400, "messages[0].content"),
     (CHAT, {"messages": MSG, "max_tokens": -5}, 400, "max_tokens"),
+    (CHAT, {"messages": MSG, "max_tokens": 0}, 400, "max_tokens"),
+    (CHAT, {"messages": MSG, "max_tokens": 2.5}, 400, "max_tokens"),
     (CHAT, {"messages": MSG, "max_tokens": "ten"}, 400, "max_tokens"),
     (CHAT, {"messages": MSG, "max_tokens": 10**9}, 400, "max_tokens"),
     (CHAT, {"messages": MSG, "n": 100000}, 400, "n"),
@@ -189,6 +194,9 @@ BAD_REQUESTS = [
     ("/generate", {"text": "x", "sampling_params": {"temperature": -2}}, 400,
      "sampling_params.temperature"),
     ("/generate", {"sampling_params": {}}, 400, None),
+    ("/generate", {"text": "", "sampling_params": {}}, 400, "text"),
+    ("/generate", {"input_ids": [5], "sampling_params": {"max_new_tokens": 10**9}}, 400,
+     "sampling_params.max_new_tokens"),
 ]
 
 
@@ -288,7 +296,13 @@ def test_cancelled_stream_frees_kv(server):
     conn.request("POST", CHAT, body=body, headers=server.headers())
     response = conn.getresponse()
     assert response.status == 200
-    response.fp.readline()  # the first event is there: the request is running
+    # The role event comes at once; a second event means a token: the request is running.
+    events = 0
+    while events < 2:
+        events += response.readline().startswith(b"data: ")
+    deadline = time.time() + 10  # the engine's stats are a per-step snapshot: may lag a token
+    while time.time() < deadline and requests_kv_tokens(server)[1] < 1:
+        time.sleep(0.02)
     used, running = requests_kv_tokens(server)
     assert running >= 1 and used > baseline
     conn.sock.shutdown(socket.SHUT_RDWR)
@@ -309,13 +323,43 @@ def test_sigterm_drains_in_flight(nibble_bin, default_gguf):
                                                     "ignore_eos": True, "stream": True}),
                      headers=srv.headers())
         response = conn.getresponse()
-        response.fp.readline()
+        assert response.readline().startswith(b"data: ")
         srv.proc.send_signal(subprocess.signal.SIGTERM)
         events = sse_events(response.read())
         assert events[-1] == "[DONE]"
         assert [e for e in events[:-1] if e["choices"][0]["finish_reason"]][0]["choices"][0][
             "finish_reason"] == "length"
         assert srv.proc.wait(timeout=30) == 0
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+
+
+def test_queue_full_then_sigterm_past_timeout_aborts(nibble_bin, default_gguf):
+    srv = ServerProcess(nibble_bin, default_gguf, "--threads", 1, "--shutdown-timeout", 0.3,
+                        "--max-running-requests", 1, "--max-queued-requests", 0)
+    try:
+        srv.wait_healthy()
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.request("POST", COMP, body=json.dumps({"prompt": "Hello", "max_tokens": 1000,
+                                                    "ignore_eos": True, "stream": True}),
+                     headers=srv.headers())
+        response = conn.getresponse()
+        events = 0
+        while events < 2:  # role event, then a token: the request holds the only slot
+            events += response.readline().startswith(b"data: ")
+        code, headers, data = srv.request("POST", COMP, {"prompt": "Hi", "max_tokens": 2})
+        assert code == 503 and headers["retry-after"]
+        assert json.loads(data)["error"]["type"] == "service_unavailable_error"
+        start = time.time()
+        srv.proc.send_signal(subprocess.signal.SIGTERM)
+        events = sse_events(response.read())
+        assert events[-1] == "[DONE]"
+        finishes = [e["choices"][0]["finish_reason"] for e in events[:-1]
+                    if e["choices"][0]["finish_reason"]]
+        assert finishes == ["abort"]
+        assert srv.proc.wait(timeout=30) == 0
+        assert time.time() - start < 10
     finally:
         if srv.proc.poll() is None:
             srv.proc.kill()

@@ -96,7 +96,26 @@ class Connection final : public Exchange, public std::enable_shared_from_this<Co
   }
 
   void post(std::function<void()> fn) override {
-    net::post(socket_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
+    net::post(socket_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] {
+      try {
+        fn();
+      } catch (const std::exception& error) {
+        self->fail_internal(error.what());
+      }
+    });
+  }
+
+  // A handler failed after the request was accepted: answer 500, or end an open stream with
+  // an error event, so the client never hangs.
+  void fail_internal(const std::string& message) {
+    spdlog::error("{}: internal error: {}", path_, message);
+    if (state_ == State::kHandling) {
+      respond_json(500, error_json(500, "internal_error", message));
+    } else if (state_ == State::kStreaming) {
+      send_event(dump_json(error_json(500, "internal_error", message)));
+      send_event("[DONE]");
+      end_events();
+    }
   }
 
   void on_disconnect(std::function<void()> fn) override {

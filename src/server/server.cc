@@ -133,6 +133,18 @@ struct ServerState {
   bool aborted = false;
 };
 
+// A handler that throws must not take the server down: log it and keep running.
+void run_io(net::io_context& io) {
+  for (;;) {
+    try {
+      io.run();
+      return;
+    } catch (const std::exception& error) {
+      spdlog::error("uncaught error in an HTTP handler: {}", error.what());
+    }
+  }
+}
+
 }  // namespace
 
 int serve(Engine& engine, const ServerConfig& config,
@@ -144,9 +156,9 @@ int serve(Engine& engine, const ServerConfig& config,
   });
   std::vector<std::thread> threads;
   for (int i = 1; i < config.io_threads; ++i) {
-    threads.emplace_back([raw = state.get()] { raw->io.run(); });
+    threads.emplace_back([raw = state.get()] { run_io(raw->io); });
   }
-  state->io.run();
+  run_io(state->io);
   for (auto& thread : threads) thread.join();
   if (state->context.active_jobs() > 0) {
     (void)state.release();  // deliberately leaked: see ServerState

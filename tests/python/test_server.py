@@ -315,7 +315,8 @@ def test_cancelled_stream_frees_kv(server):
 
 
 def test_sigterm_drains_in_flight(nibble_bin, default_gguf):
-    srv = ServerProcess(nibble_bin, default_gguf, "--threads", 1, "--shutdown-timeout", 30)
+    srv = ServerProcess(nibble_bin, default_gguf, "--threads", 1, "--shutdown-timeout", 30,
+                        "--mem-fraction-static", 0.8, "--disable-cuda-graph")
     try:
         srv.wait_healthy()
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
@@ -330,9 +331,22 @@ def test_sigterm_drains_in_flight(nibble_bin, default_gguf):
         assert [e for e in events[:-1] if e["choices"][0]["finish_reason"]][0]["choices"][0][
             "finish_reason"] == "length"
         assert srv.proc.wait(timeout=30) == 0
+        log = srv.log_text()
+        assert "--mem-fraction-static 0.8 is ignored on the CPU" in log
+        assert "curl http://127.0.0.1:" in log
     finally:
         if srv.proc.poll() is None:
             srv.proc.kill()
+
+
+def test_bad_flags(nibble_bin):
+    r = subprocess.run([str(nibble_bin), "serve", "--bogus-flag"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0
+    assert "--bogus-flag" in r.stderr and "--model-path" in r.stderr and "--port" in r.stderr
+    r = subprocess.run([str(nibble_bin), "serve", "--tp-size", "2"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode != 0 and "--tp-size" in r.stderr
 
 
 def test_queue_full_then_sigterm_past_timeout_aborts(nibble_bin, default_gguf):

@@ -319,6 +319,26 @@ def test_cancelled_stream_frees_kv(server):
     assert server.metrics()["nibble:num_aborted_requests_total"] >= 1
 
 
+def test_disconnect_cancels_non_streaming_request(server):
+    baseline, _ = requests_kv_tokens(server)
+    aborted = server.metrics()["nibble:num_aborted_requests_total"]
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    body = json.dumps({"prompt": "Tell me everything.", "max_tokens": 400, "ignore_eos": True})
+    sock.sendall((f"POST {COMP} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  f"Authorization: Bearer {API_KEY}\r\nContent-Length: {len(body)}\r\n\r\n"
+                  f"{body}").encode())
+    deadline = time.time() + 10
+    while time.time() < deadline and requests_kv_tokens(server)[1] < 1:
+        time.sleep(0.02)
+    assert requests_kv_tokens(server)[1] >= 1
+    sock.close()
+    deadline = time.time() + 10
+    while time.time() < deadline and requests_kv_tokens(server) != (baseline, 0):
+        time.sleep(0.05)
+    assert requests_kv_tokens(server) == (baseline, 0)
+    assert server.metrics()["nibble:num_aborted_requests_total"] == aborted + 1
+
+
 def test_sigterm_drains_in_flight(nibble_bin, default_gguf):
     srv = ServerProcess(nibble_bin, default_gguf, "--threads", 1, "--shutdown-timeout", 30,
                         "--mem-fraction-static", 0.8, "--disable-cuda-graph")

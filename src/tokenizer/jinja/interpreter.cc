@@ -40,6 +40,13 @@ std::string Interpreter::render(const Body& body, const Value& context) {
     for (const auto& [k, v] : context.dict->entries) (*top)[to_str(k)] = v;
   Frame frame{top};
   std::string out;
+  struct ReleaseMacros {
+    std::vector<std::shared_ptr<Callable>>& macros;
+    ~ReleaseMacros() {
+      for (auto& m : macros) m->call = nullptr;
+      macros.clear();
+    }
+  } release{macros_};
   exec(body, frame, out);
   return out;
 }
@@ -224,6 +231,7 @@ Interpreter::Flow Interpreter::exec_for(const Node& node, Frame& frame, std::str
 
 Value Interpreter::make_macro(const Node& node, const Frame& frame) {
   auto fn = std::make_shared<Callable>();
+  macros_.push_back(fn);
   fn->name = node.text;
   const Node* macro = &node;
   Frame captured = frame;

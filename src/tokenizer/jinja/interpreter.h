@@ -48,6 +48,9 @@ class Interpreter {
   size_t iterations_ = 0;
   size_t call_depth_ = 0;
   Scope globals_;
+  // Macros capture the scopes they are defined in, which hold the macros: a reference cycle.
+  // render() breaks it by dropping every macro's closure when it returns.
+  std::vector<std::shared_ptr<Callable>> macros_;
 
   Flow exec(const Body& body, Frame& frame, std::string& out);
   Flow exec_node(const Node& node, Frame& frame, std::string& out);

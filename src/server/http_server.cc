@@ -74,10 +74,12 @@ class Connection final : public Exchange, public std::enable_shared_from_this<Co
 
   void start_events() override {
     if (state_ != State::kHandling) return;
+    // HTTP/1.0 has no chunked encoding: the stream then ends by closing the connection.
+    chunked_ = message_.version() >= 11;
+    if (!chunked_) keep_alive_ = false;
     std::string head = status_line(200);
-    head +=
-        "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-        "Transfer-Encoding: chunked\r\n";
+    head += "Content-Type: text/event-stream\r\nCache-Control: no-cache\r\n";
+    if (chunked_) head += "Transfer-Encoding: chunked\r\n";
     head += keep_alive_ ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
     state_ = State::kStreaming;
     queue_write(std::move(head));
@@ -85,14 +87,14 @@ class Connection final : public Exchange, public std::enable_shared_from_this<Co
 
   void send_event(std::string_view payload) override {
     if (state_ != State::kStreaming) return;
-    const std::string event = fmt::format("data: {}\n\n", payload);
-    queue_write(fmt::format("{:x}\r\n{}\r\n", event.size(), event));
+    std::string event = fmt::format("data: {}\n\n", payload);
+    queue_write(chunked_ ? fmt::format("{:x}\r\n{}\r\n", event.size(), event) : std::move(event));
   }
 
   void end_events() override {
     if (state_ != State::kStreaming) return;
     state_ = State::kDone;
-    queue_write("0\r\n\r\n");
+    queue_write(chunked_ ? "0\r\n\r\n" : "");
   }
 
   void post(std::function<void()> fn) override {
@@ -335,6 +337,7 @@ class Connection final : public Exchange, public std::enable_shared_from_this<Co
   std::chrono::steady_clock::time_point arrival_;
   State state_ = State::kReading;
   bool keep_alive_ = true;
+  bool chunked_ = true;
   bool writing_ = false;
   bool watching_ = false;
   bool resume_after_watch_ = false;

@@ -61,4 +61,86 @@ void BatchScorer::run(const std::vector<std::vector<int32_t>>& sequences, const 
   }
 }
 
+void BatchScorer::run_shared_prefix(const std::vector<SharedPrefix>& items,
+                                    const ContinuationVisitor& visit) {
+  const int64_t block = options_.kv_block_size;
+  size_t next = 0;
+  while (next < items.size()) {
+    size_t end = next;
+    int64_t tokens = 0;
+    size_t n_sequences = 0;
+    while (end < items.size()) {
+      int64_t n = int64_t(items[end].context.size());
+      for (const auto& c : items[end].continuations) n += int64_t(c.size());
+      if (end > next && tokens + n > options_.max_batch_tokens) break;
+      tokens += n;
+      n_sequences += 1 + items[end].continuations.size();
+      ++end;
+    }
+    ensure_cache(tokens + int64_t(n_sequences) * block, n_sequences);
+    int32_t next_block = 0;
+    // Phase 1: the whole blocks of each context except its last token (which must run with
+    // the continuations, as its logits predict their first token). Only whole blocks can be
+    // shared: a partly filled block would be written by every continuation.
+    ForwardBatch prefix_batch;
+    std::vector<std::vector<int32_t>> prefix_blocks(end - next);
+    std::vector<int64_t> cached(end - next);
+    for (size_t i = next; i < end; ++i) {
+      const auto& ctx = items[i].context;
+      NIBBLE_CHECK(!ctx.empty(), "item {}: empty context", i);
+      const int64_t shared = (int64_t(ctx.size()) - 1) / block * block;
+      cached[i - next] = shared;
+      if (shared == 0) continue;
+      SequenceBatch seq;
+      seq.token_offset = int64_t(prefix_batch.token_ids.size());
+      seq.n_tokens = shared;
+      for (int64_t b = 0; b < shared / block; ++b) seq.block_table.push_back(next_block++);
+      prefix_blocks[i - next] = seq.block_table;
+      prefix_batch.token_ids.insert(prefix_batch.token_ids.end(), ctx.begin(),
+                                    ctx.begin() + shared);
+      prefix_batch.seqs.push_back(std::move(seq));
+    }
+    if (!prefix_batch.seqs.empty()) model_.forward(prefix_batch, *cache_, logits_);
+    // Phase 2: every continuation, preceded by the unshared tail of its context.
+    ForwardBatch batch;
+    std::vector<std::pair<size_t, size_t>> owner;
+    for (size_t i = next; i < end; ++i) {
+      const auto& ctx = items[i].context;
+      const int64_t shared = cached[i - next];
+      for (size_t c = 0; c < items[i].continuations.size(); ++c) {
+        const auto& cont = items[i].continuations[c];
+        NIBBLE_CHECK(!cont.empty(), "item {} choice {}: empty continuation", i, c);
+        SequenceBatch seq;
+        seq.token_offset = int64_t(batch.token_ids.size());
+        seq.n_cached = shared;
+        // The last continuation token is only a target: it predicts nothing we need.
+        batch.token_ids.insert(batch.token_ids.end(), ctx.begin() + shared, ctx.end());
+        batch.token_ids.insert(batch.token_ids.end(), cont.begin(), cont.end() - 1);
+        seq.n_tokens = int64_t(batch.token_ids.size()) - seq.token_offset;
+        seq.block_table = prefix_blocks[i - next];
+        const int64_t total = shared + seq.n_tokens;
+        while (int64_t(seq.block_table.size()) * block < total) {
+          seq.block_table.push_back(next_block++);
+        }
+        batch.seqs.push_back(std::move(seq));
+        owner.emplace_back(i, c);
+      }
+    }
+    NIBBLE_CHECK(next_block <= cache_->n_blocks(), "internal: KV blocks exhausted ({} > {})",
+                 next_block, cache_->n_blocks());
+    model_.forward_all_logits(batch, *cache_, logits_);
+    for (size_t s = 0; s < batch.seqs.size(); ++s) {
+      const auto [i, c] = owner[s];
+      const SequenceBatch& seq = batch.seqs[s];
+      const int64_t n_cont = int64_t(items[i].continuations[c].size());
+      // Rows of the unshared context tail before the one predicting continuation[0].
+      const int64_t first_row =
+          seq.token_offset + (int64_t(items[i].context.size()) - 1 - seq.n_cached);
+      visit(i, c,
+            std::span<const float>(logits_.data() + first_row * vocab_, size_t(n_cont * vocab_)));
+    }
+    next = end;
+  }
+}
+
 }  // namespace nibble::eval

@@ -163,14 +163,15 @@ McResult evaluate_multiple_choice(BatchScorer& scorer, const Tokenizer& tokenize
                                   const std::vector<McItem>& items) {
   // The harness feeds a lone prefix token when the context is empty; BOS (else EOS) here.
   const auto prefix = tokenizer.bos_id() ? tokenizer.bos_id() : tokenizer.eos_id();
-  std::vector<std::vector<int32_t>> sequences;
-  std::vector<int64_t> n_continuation;
+  std::vector<BatchScorer::SharedPrefix> groups(items.size());
+  std::vector<std::vector<size_t>> scored(items.size());  // continuation tokens per choice
   McResult result;
   result.items.resize(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     const McItem& item = items[i];
     McItemResult& r = result.items[i];
     r.gold = item.gold;
+    std::vector<std::vector<int32_t>> contexts, continuations;
     for (size_t c = 0; c < item.continuations.size(); ++c) {
       auto [ctx, cont] = encode_pair(tokenizer, item.context, item.continuations[c]);
       NIBBLE_CHECK(!cont.empty(), "item {} choice {}: the continuation has no tokens", i, c);
@@ -178,28 +179,50 @@ McResult evaluate_multiple_choice(BatchScorer& scorer, const Tokenizer& tokenize
         NIBBLE_CHECK(prefix.has_value(), "item {}: empty context and no BOS/EOS token", i);
         ctx.push_back(*prefix);
       }
-      n_continuation.push_back(int64_t(cont.size()));
-      ctx.insert(ctx.end(), cont.begin(), cont.end());
-      sequences.push_back(std::move(ctx));
       r.n_tokens.push_back(int64_t(cont.size()));
       r.n_chars.push_back(utf8_length(item.choices[c]));
+      contexts.push_back(std::move(ctx));
+      continuations.push_back(std::move(cont));
+    }
+    // A choice can merge with the context's last token, so the context tokens may differ per
+    // choice: share their common prefix and run each choice's remainder with its choice.
+    size_t common = contexts[0].size();
+    for (const auto& ctx : contexts) {
+      size_t k = 0;
+      while (k < std::min(common, ctx.size()) && ctx[k] == contexts[0][k]) ++k;
+      common = k;
+    }
+    NIBBLE_CHECK(common >= 1, "item {}: the choices share no context token", i);
+    groups[i].context.assign(contexts[0].begin(), contexts[0].begin() + std::ptrdiff_t(common));
+    for (size_t c = 0; c < contexts.size(); ++c) {
+      std::vector<int32_t> tail(contexts[c].begin() + std::ptrdiff_t(common), contexts[c].end());
+      tail.insert(tail.end(), continuations[c].begin(), continuations[c].end());
+      groups[i].continuations.push_back(std::move(tail));
+      scored[i].push_back(continuations[c].size());
     }
   }
-  std::vector<double> logprobs(sequences.size());
   const int64_t vocab = scorer.vocab();
-  scorer.run(sequences, [&](size_t s, std::span<const float> logits) {
-    logprobs[s] = continuation_logprob(logits, vocab, sequences[s], n_continuation[s]);
+  std::vector<std::vector<double>> logprobs(items.size());
+  for (size_t i = 0; i < items.size(); ++i) logprobs[i].resize(groups[i].continuations.size());
+  scorer.run_shared_prefix(groups, [&](size_t i, size_t c, std::span<const float> logits) {
+    const auto& cont = groups[i].continuations[c];
+    double sum = 0.0;
+    for (size_t j = cont.size() - scored[i][c]; j < cont.size(); ++j) {
+      const auto row = logits.subspan(j * size_t(vocab), size_t(vocab));
+      sum += double(row[size_t(cont[j])]) - log_sum_exp(row);
+    }
+    logprobs[i][c] = sum;
   });
-  size_t s = 0;
   double correct = 0, correct_norm = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     McItemResult& r = result.items[i];
     double best = -INFINITY, best_norm = -INFINITY;
-    for (size_t c = 0; c < items[i].continuations.size(); ++c, ++s) {
-      r.logprob.push_back(logprobs[s]);
-      const double norm = logprobs[s] / double(std::max<int64_t>(r.n_chars[c], 1));
+    for (size_t c = 0; c < items[i].continuations.size(); ++c) {
+      const double lp = logprobs[i][c];
+      r.logprob.push_back(lp);
+      const double norm = lp / double(std::max<int64_t>(r.n_chars[c], 1));
       // Strictly greater: the first of equal choices wins, as numpy's argmax.
-      if (logprobs[s] > best) best = logprobs[s], r.pick = int(c);
+      if (lp > best) best = lp, r.pick = int(c);
       if (norm > best_norm) best_norm = norm, r.pick_norm = int(c);
     }
     correct += r.pick == r.gold;

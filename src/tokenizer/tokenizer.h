@@ -52,4 +52,8 @@ class Tokenizer {
   virtual nlohmann::json to_hf_tokenizer_config() const { return nlohmann::json::object(); }
 };
 
+// The llama.cpp pre-tokenizer name (tokenizer.ggml.pre) whose split equals this byte-level
+// tokenizer.json's, for HF -> GGUF conversion; nullopt when none is known to match.
+std::optional<std::string> gguf_pre_tokenizer_name(const nlohmann::json& tokenizer_json);
+
 }  // namespace nibble

@@ -417,3 +417,30 @@ std::unique_ptr<Tokenizer> Tokenizer::from_gguf(const gguf::GgufFile& file) {
 }
 
 }  // namespace nibble
+
+namespace nibble {
+
+std::optional<std::string> gguf_pre_tokenizer_name(const nlohmann::json& tokenizer_json) {
+  const json& pre =
+      tokenizer_json.contains("pre_tokenizer") ? tokenizer_json["pre_tokenizer"] : json();
+  if (!pre.is_object()) return std::nullopt;
+  const std::string type = pre.value("type", "");
+  // GPT-2's own split is the ByteLevel pre-tokenizer with use_regex.
+  if (type == "ByteLevel" && pre.value("use_regex", true)) return std::string("gpt-2");
+  if (type != "Sequence" || !pre.contains("pretokenizers")) return std::nullopt;
+  const json& steps = pre["pretokenizers"];
+  if (!steps.is_array() || steps.size() != 2 || !steps[0].is_object() || !steps[1].is_object() ||
+      steps[0].value("type", "") != "Split" || steps[1].value("type", "") != "ByteLevel")
+    return std::nullopt;
+  const json& pattern = steps[0].contains("pattern") ? steps[0]["pattern"] : json();
+  if (!pattern.is_object() || !pattern.contains("Regex") || !pattern["Regex"].is_string())
+    return std::nullopt;
+  const std::string regex = pattern["Regex"].get<std::string>();
+  // The canonical llama.cpp name of each distinct split.
+  for (const char* name : {"llama-bpe", "qwen2", "qwen35", "tekken", "gpt-4o"}) {
+    if (regex == split_regex_for(name)) return std::string(name);
+  }
+  return std::nullopt;
+}
+
+}  // namespace nibble

@@ -113,3 +113,21 @@ def test_bad_input_gives_a_clear_error(nibble_bin, args, message):
     assert res.returncode == 1, res
     assert message in res.stderr
     assert res.stderr.startswith("error:")
+
+
+def test_convert_hf_directory_to_gguf_matches_direct_conversion(nibble_bin, default_gguf, tmp_path):
+    gguf = pytest.importorskip("gguf")
+    hf = tmp_path / "hf"
+    run(nibble_bin, "convert", default_gguf, "--out", hf, "--dtype", "float32")
+    via_hf = tmp_path / "via_hf.gguf"
+    direct = tmp_path / "direct.gguf"
+    run(nibble_bin, "convert", hf, "--out", via_hf, "--dtype", "Q8_0")
+    run(nibble_bin, "convert", default_gguf, "--out", direct, "--dtype", "Q8_0")
+    a, b = gguf.GGUFReader(via_hf), gguf.GGUFReader(direct)
+    tensors_b = {t.name: t for t in b.tensors}
+    for t in a.tensors:
+        assert np.array_equal(t.data, tensors_b[t.name].data), t.name
+    pre = a.fields["tokenizer.ggml.pre"].contents()
+    assert pre == "gpt-2"
+    ids = json.loads(run(nibble_bin, "tokenize", "--model-path", via_hf, "--text", "Hello world 123").stdout)
+    assert ids == json.loads(run(nibble_bin, "tokenize", "--model-path", direct, "--text", "Hello world 123").stdout)

@@ -56,11 +56,14 @@ void add_tokenizer_metadata(const ModelSource& source, gguf::GgufWriter& writer)
   NIBBLE_CHECK(model.value("type", "") == "BPE" && !model.value("byte_fallback", false),
                "{}: only byte-level BPE tokenizers convert to GGUF for now", source.path.string());
   std::string pre;
-  if (source.gguf) pre = source.gguf->get_string("tokenizer.ggml.pre").value_or("");
+  if (source.gguf) {
+    pre = source.gguf->get_string("tokenizer.ggml.pre").value_or("");
+  } else if (auto name = gguf_pre_tokenizer_name(tj)) {
+    pre = *name;
+  }
   NIBBLE_CHECK(!pre.empty(),
-               "{}: cannot tell which llama.cpp pre-tokenizer "
-               "(tokenizer.ggml.pre) matches this "
-               "tokenizer; convert from a GGUF source",
+               "{}: the tokenizer's pre-tokenizer split matches no llama.cpp pre-tokenizer "
+               "(tokenizer.ggml.pre) that nibble knows; llama.cpp would tokenize differently",
                source.path.string());
   const int64_t vocab = source.tokenizer->vocab_size();
   std::vector<std::string> tokens(vocab);

@@ -377,9 +377,13 @@ TEST_P(LlamaVariants, BatchShapesGiveTheSameLogits) {
     auto model = create_llama_model(config, ck, type);
     const auto tokens = random_tokens(21, int32_t(config.vocab_size));
     const auto whole = run_chunks(*model, tokens, {21});
-    expect_close(run_chunks(*model, tokens, std::vector<int64_t>(21, 1)), whole, 1e-5,
+    // f32 is batch-invariant to rounding noise. bf16 is not: a GEMM over 21 rows and a GEMV over
+    // one sum in different orders, and when an activation sits on a bf16 rounding boundary the
+    // two paths round it 2^-8 apart, which later layers carry into the logits.
+    const double rel = type == ComputeType::F32 ? 1e-5 : 2e-2;
+    expect_close(run_chunks(*model, tokens, std::vector<int64_t>(21, 1)), whole, rel,
                  "token by token");
-    expect_close(run_chunks(*model, tokens, {3, 5, 1, 12}, 5), whole, 1e-5, "chunks");
+    expect_close(run_chunks(*model, tokens, {3, 5, 1, 12}, 5), whole, rel, "chunks");
   }
 }
 

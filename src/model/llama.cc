@@ -11,56 +11,20 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "model/blocks/rope.h"
+#include "model/linear_builder.h"
 #include "runtime/kv_cache.h"
 
 namespace nibble {
 namespace {
 
 using cpu::DenseMatrix;
+using cpu::LinearWeight;
 using cpu::WeightType;
-
-class WeightLoader {
- public:
-  WeightLoader(const Checkpoint& checkpoint, WeightType type) : ckpt_(checkpoint), type_(type) {}
-
-  bool has(const std::string& name) const { return ckpt_.find(name) != nullptr; }
-
-  std::vector<float> load(const std::string& name, const std::vector<int64_t>& shape) const {
-    const CheckpointTensor* t = ckpt_.find(name);
-    if (!t) fail("{}: missing tensor '{}'", ckpt_.source(), name);
-    if (t->shape != shape) {
-      fail("{}: tensor '{}' has shape [{}], expected [{}]", ckpt_.source(), name,
-           fmt::join(t->shape, ", "), fmt::join(shape, ", "));
-    }
-    std::vector<float> values = ckpt_.load_f32(name);
-    int64_t count = 1;
-    for (int64_t d : shape) count *= d;
-    NIBBLE_CHECK(int64_t(values.size()) == count, "{}: tensor '{}' gave {} values, expected {}",
-                 ckpt_.source(), name, values.size(), count);
-    return values;
-  }
-
-  // Stacks several [rows_i, cols] tensors into one matrix (fused projections).
-  DenseMatrix matrix(const std::vector<std::string>& names, const std::vector<int64_t>& rows,
-                     int64_t cols) const {
-    std::vector<float> all;
-    int64_t total = 0;
-    for (size_t i = 0; i < names.size(); ++i) {
-      std::vector<float> part = load(names[i], {rows[i], cols});
-      all.insert(all.end(), part.begin(), part.end());
-      total += rows[i];
-    }
-    return DenseMatrix(type_, total, cols, all);
-  }
-
- private:
-  const Checkpoint& ckpt_;
-  WeightType type_;
-};
 
 class LlamaModel final : public Model {
  public:
-  LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, ComputeType type);
+  LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
+             const LinearBuildOptions& options);
 
   const ModelConfig& config() const override { return config_; }
   void forward(const ForwardBatch& batch, KvCache& cache, std::vector<float>& logits) override {
@@ -74,11 +38,11 @@ class LlamaModel final : public Model {
 
  private:
   struct Layer {
-    DenseMatrix qkv;  // rows: q heads, then k heads, then v heads
+    std::unique_ptr<LinearWeight> qkv;  // rows: q heads, then k heads, then v heads
     std::vector<float> qkv_bias;
-    DenseMatrix o;
-    DenseMatrix gate_up;  // rows: gate, then up
-    DenseMatrix down;
+    std::unique_ptr<LinearWeight> o;
+    std::unique_ptr<LinearWeight> gate_up;  // rows: gate, then up
+    std::unique_ptr<LinearWeight> down;
     std::vector<float> attn_norm, mlp_norm, q_norm, k_norm;
   };
 
@@ -90,7 +54,7 @@ class LlamaModel final : public Model {
   ModelConfig config_;
   int64_t hidden_, head_dim_, n_heads_, n_kv_heads_, intermediate_, vocab_;
   DenseMatrix embed_;
-  DenseMatrix lm_head_;  // empty when tied to embed_
+  std::unique_ptr<LinearWeight> lm_head_;  // null when tied to embed_
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;
@@ -102,7 +66,8 @@ class LlamaModel final : public Model {
   std::vector<float> x_, h_, qkv_, attn_out_, proj_, gate_up_, act_, final_rows_;
 };
 
-LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, ComputeType type)
+LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
+                       const LinearBuildOptions& options)
     : config_(config) {
   hidden_ = config.hidden_size;
   n_heads_ = config.num_attention_heads;
@@ -123,12 +88,23 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, 
   config_.head_dim = head_dim_;
   config_.num_key_value_heads = n_kv_heads_;
 
-  const WeightType wt = type == ComputeType::BF16 ? WeightType::BF16 : WeightType::F32;
-  WeightLoader w(checkpoint, wt);
-  embed_ = DenseMatrix(wt, vocab_, hidden_, w.load("model.embed_tokens.weight", {vocab_, hidden_}));
-  // Some tied checkpoints still store lm_head.weight: the config decides.
-  if (!config.tie_word_embeddings) lm_head_ = w.matrix({"lm_head.weight"}, {vocab_}, hidden_);
-  final_norm_ = w.load("model.norm.weight", {hidden_});
+  const WeightType wt = options.compute == ComputeType::BF16 ? WeightType::BF16 : WeightType::F32;
+  const auto load = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    return load_checked(checkpoint, name, shape);
+  };
+  const auto linear = [&](const std::vector<std::string>& names, const std::vector<int64_t>& rows,
+                          int64_t cols) {
+    return build_linear(checkpoint, names, rows, cols, options);
+  };
+  embed_ = DenseMatrix(wt, vocab_, hidden_, load("model.embed_tokens.weight", {vocab_, hidden_}));
+  // Some tied checkpoints still store lm_head.weight: the config decides. Online methods leave
+  // lm_head in the compute dtype, as SGLang does.
+  if (!config.tie_word_embeddings) {
+    LinearBuildOptions head_options = options;
+    head_options.online = nullptr;
+    lm_head_ = build_linear(checkpoint, {"lm_head.weight"}, {vocab_}, hidden_, head_options);
+  }
+  final_norm_ = load("model.norm.weight", {hidden_});
 
   const int64_t q_rows = n_heads_ * head_dim_, kv_rows = n_kv_heads_ * head_dim_;
   layers_.resize(size_t(config.num_hidden_layers));
@@ -136,33 +112,33 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint, 
     Layer& layer = layers_[size_t(i)];
     const std::string p = fmt::format("model.layers.{}.", i);
     const std::string a = p + "self_attn.";
-    layer.qkv = w.matrix({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
-                         {q_rows, kv_rows, kv_rows}, hidden_);
+    layer.qkv = linear({a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"},
+                       {q_rows, kv_rows, kv_rows}, hidden_);
     if (config.attention_bias) {
       for (auto [name, rows] : {std::pair{"q_proj.bias", q_rows}, std::pair{"k_proj.bias", kv_rows},
                                 std::pair{"v_proj.bias", kv_rows}}) {
-        std::vector<float> b = w.load(a + name, {rows});
+        std::vector<float> b = load(a + name, {rows});
         layer.qkv_bias.insert(layer.qkv_bias.end(), b.begin(), b.end());
       }
     }
     if (config.qk_norm) {
-      layer.q_norm = w.load(a + "q_norm.weight", {head_dim_});
-      layer.k_norm = w.load(a + "k_norm.weight", {head_dim_});
+      layer.q_norm = load(a + "q_norm.weight", {head_dim_});
+      layer.k_norm = load(a + "k_norm.weight", {head_dim_});
     }
-    layer.o = w.matrix({a + "o_proj.weight"}, {hidden_}, q_rows);
-    layer.gate_up = w.matrix({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
-                             {intermediate_, intermediate_}, hidden_);
-    layer.down = w.matrix({p + "mlp.down_proj.weight"}, {hidden_}, intermediate_);
-    layer.attn_norm = w.load(p + "input_layernorm.weight", {hidden_});
-    layer.mlp_norm = w.load(p + "post_attention_layernorm.weight", {hidden_});
+    layer.o = linear({a + "o_proj.weight"}, {hidden_}, q_rows);
+    layer.gate_up = linear({p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"},
+                           {intermediate_, intermediate_}, hidden_);
+    layer.down = linear({p + "mlp.down_proj.weight"}, {hidden_}, intermediate_);
+    layer.attn_norm = load(p + "input_layernorm.weight", {hidden_});
+    layer.mlp_norm = load(p + "post_attention_layernorm.weight", {hidden_});
   }
   inv_freq_ = rope_inv_freq(config_, head_dim_);
 }
 
 size_t LlamaModel::weight_bytes() const {
-  size_t bytes = embed_.nbytes() + lm_head_.nbytes() + final_norm_.size() * 4;
+  size_t bytes = embed_.nbytes() + (lm_head_ ? lm_head_->nbytes() : 0) + final_norm_.size() * 4;
   for (const Layer& l : layers_) {
-    bytes += l.qkv.nbytes() + l.o.nbytes() + l.gate_up.nbytes() + l.down.nbytes();
+    bytes += l.qkv->nbytes() + l.o->nbytes() + l.gate_up->nbytes() + l.down->nbytes();
     bytes += (l.qkv_bias.size() + l.attn_norm.size() + l.mlp_norm.size() + l.q_norm.size() +
               l.k_norm.size()) *
              4;
@@ -301,16 +277,16 @@ void LlamaModel::run(const ForwardBatch& batch, KvCache& cache, std::vector<floa
   for (size_t l = 0; l < layers_.size(); ++l) {
     const Layer& layer = layers_[l];
     cpu::rmsnorm_rows(x_.data(), layer.attn_norm.data(), n_tokens, hidden_, eps, h_.data());
-    cpu::linear(layer.qkv, layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), h_.data(),
-                n_tokens, qkv_.data());
+    layer.qkv->forward(h_.data(), n_tokens,
+                       layer.qkv_bias.empty() ? nullptr : layer.qkv_bias.data(), qkv_.data());
     attention_block(layer, int64_t(l), batch, cache);
-    cpu::linear(layer.o, nullptr, attn_out_.data(), n_tokens, proj_.data());
+    layer.o->forward(attn_out_.data(), n_tokens, nullptr, proj_.data());
     cpu::add_inplace(x_.data(), proj_.data(), n_tokens * hidden_);
 
     cpu::rmsnorm_rows(x_.data(), layer.mlp_norm.data(), n_tokens, hidden_, eps, h_.data());
-    cpu::linear(layer.gate_up, nullptr, h_.data(), n_tokens, gate_up_.data());
+    layer.gate_up->forward(h_.data(), n_tokens, nullptr, gate_up_.data());
     cpu::silu_mul_rows(gate_up_.data(), n_tokens, intermediate_, act_.data());
-    cpu::linear(layer.down, nullptr, act_.data(), n_tokens, proj_.data());
+    layer.down->forward(act_.data(), n_tokens, nullptr, proj_.data());
     cpu::add_inplace(x_.data(), proj_.data(), n_tokens * hidden_);
   }
 
@@ -332,15 +308,25 @@ void LlamaModel::run(const ForwardBatch& batch, KvCache& cache, std::vector<floa
     std::copy_n(x_.data() + rows[size_t(r)] * hidden_, hidden_, h_.data() + r * hidden_);
   }
   cpu::rmsnorm_rows(h_.data(), final_norm_.data(), n_rows, hidden_, eps, final_rows_.data());
-  const DenseMatrix& head = config_.tie_word_embeddings ? embed_ : lm_head_;
-  cpu::linear(head, nullptr, final_rows_.data(), n_rows, logits.data());
+  if (lm_head_) {
+    lm_head_->forward(final_rows_.data(), n_rows, nullptr, logits.data());
+  } else {
+    cpu::linear(embed_, nullptr, final_rows_.data(), n_rows, logits.data());
+  }
 }
 
 }  // namespace
 
 std::unique_ptr<Model> create_llama_model(const ModelConfig& config, const Checkpoint& checkpoint,
+                                          const LinearBuildOptions& options) {
+  return std::make_unique<LlamaModel>(config, checkpoint, options);
+}
+
+std::unique_ptr<Model> create_llama_model(const ModelConfig& config, const Checkpoint& checkpoint,
                                           ComputeType type) {
-  return std::make_unique<LlamaModel>(config, checkpoint, type);
+  LinearBuildOptions options;
+  options.compute = type;
+  return create_llama_model(config, checkpoint, options);
 }
 
 }  // namespace nibble

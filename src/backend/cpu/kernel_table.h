@@ -42,6 +42,49 @@ struct AttentionArgs {
   float* out = nullptr;     // [head_dim]
 };
 
+// Quantized linear kernels over a weight repacked by backend/cpu/quant/packed_weight.h.
+// Codes come in chunks of 32 elements along K (K padded to a multiple of 32 with zero
+// activations). A 4-bit chunk is 16 bytes: byte j holds element j in its low nibble and element
+// j + 16 in its high nibble (ggml's Q4_0 order: one AND and one shift give two 16-lane halves).
+// An 8-bit chunk is 32 bytes in element order.
+enum class QuantCodes : uint8_t {
+  U4Sym,    // 4-bit, value = nibble - 8
+  U4,       // 4-bit, value = nibble
+  S8,       // 8-bit two's complement
+  Fp8E4M3,  // 8-bit OCP e4m3 (the weights hold no NaN codes)
+  Fp8E5M2,  // 8-bit e5m2
+  Nf4,      // 4-bit index into bitsandbytes' NF4 table
+  Fp4E2M1,  // 4-bit e2m1, sign in bit 3
+};
+
+// w[n, k] = d[n, k / G] * value(code[n, k]) + mn[n, k / G] (mn only when `mins` is set).
+// d and mn are f16 when `params_f16`, else f32. G = group_size: 16 or a multiple of 32.
+//  - quant_matmul_a16: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), x in f32.
+//  - quant_matmul_a8: y[m, n] = x_scale[m] * sum_g (d_g * sum_{k in g} value * xq[m, k]
+//    + mn_g * xsum[m, g]) (+ bias[n]), xq int8 in [-127, 127], xsum[m, g] = sum_{k in g} xq[m, k];
+//    only for U4Sym, U4, S8 and G a multiple of 32.
+struct QuantMatmulArgs {
+  const float* x = nullptr;        // a16: [m_rows, ldx]
+  const int8_t* xq = nullptr;      // a8: [m_rows, ldx]
+  const float* x_scale = nullptr;  // a8: [m_rows]
+  const int32_t* xsum = nullptr;   // a8 with mins: [m_rows, n_groups]
+  int64_t ldx = 0;
+  int64_t m_rows = 0;
+  int64_t k = 0;  // padded: a multiple of 32
+  QuantCodes codes_kind = QuantCodes::U4Sym;
+  const uint8_t* codes = nullptr;  // [N, code_row_bytes]
+  int64_t code_row_bytes = 0;
+  const void* scales = nullptr;  // [N, n_groups]
+  const void* mins = nullptr;    // [N, n_groups] or null
+  bool params_f16 = false;
+  int64_t group_size = 32;
+  int64_t n_groups = 0;
+  const float* bias = nullptr;
+  float* y = nullptr;
+  int64_t ldy = 0;
+};
+using QuantMatmulFn = void (*)(const QuantMatmulArgs& args, int64_t n_begin, int64_t n_end);
+
 struct KernelTable {
   const char* name = nullptr;
   MatmulFn matmul_f32 = nullptr;
@@ -55,6 +98,8 @@ struct KernelTable {
   // Round to nearest even; also writes the f32 value of each rounded number to `rounded`.
   void (*f32_to_bf16)(const float* x, int64_t n, uint16_t* out, float* rounded) = nullptr;
   void (*attention)(const AttentionArgs& args) = nullptr;
+  QuantMatmulFn quant_matmul_a16 = nullptr;
+  QuantMatmulFn quant_matmul_a8 = nullptr;
 };
 
 }  // namespace nibble::cpu

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 
+#include "backend/cpu/quant/reference_kernels.h"
 #include "backend/cpu/reference.h"
 #include "core/error.h"
 
@@ -49,6 +50,17 @@ const KernelTable& avx512_table() {
   return table;
 }
 
+// The scalar reference table plus the quantized reference kernels (kept in their own file).
+const KernelTable& scalar_table() {
+  static const KernelTable table = [] {
+    KernelTable t = reference_kernels();
+    t.quant_matmul_a16 = quant_matmul_a16_reference;
+    t.quant_matmul_a8 = quant_matmul_a8_reference;
+    return t;
+  }();
+  return table;
+}
+
 const KernelTable& choose() {
   const char* forced = std::getenv("NIBBLE_CPU_ISA");
   if (forced && *forced) {
@@ -60,7 +72,7 @@ const KernelTable& choose() {
   }
   if (cpu_has_avx512()) return avx512_table();
   if (cpu_has_avx2()) return avx2_table();
-  return reference_kernels();
+  return scalar_table();
 }
 
 }  // namespace
@@ -81,7 +93,7 @@ std::vector<std::string> available_isas() {
 }
 
 const KernelTable* kernels_for_isa(std::string_view name) {
-  if (name == "scalar") return &reference_kernels();
+  if (name == "scalar") return &scalar_table();
   if (name == "avx2" && cpu_has_avx2()) return &avx2_table();
   if (name == "avx512" && cpu_has_avx512()) return &avx512_table();
   return nullptr;

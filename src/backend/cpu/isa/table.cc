@@ -11,6 +11,8 @@ void silu_mul(const float* gate, const float* up, int64_t n, float* out);
 void add_inplace(float* y, const float* x, int64_t n);
 void f32_to_bf16(const float* x, int64_t n, uint16_t* out, float* rounded);
 void attention(const AttentionArgs& a);
+void quant_matmul_a16(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end);
+void quant_matmul_a8(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end);
 
 // Filled field by field at run time: a constant-initialised table would be fine too, but this
 // keeps the layout checks in one place (kernel_table.h) and needs no static constructors.
@@ -23,6 +25,8 @@ void fill_kernel_table(KernelTable& t) {
   t.add_inplace = add_inplace;
   t.f32_to_bf16 = f32_to_bf16;
   t.attention = attention;
+  t.quant_matmul_a16 = quant_matmul_a16;
+  t.quant_matmul_a8 = quant_matmul_a8;
 }
 
 }  // namespace nibble::cpu::NIBBLE_ISA

@@ -1,0 +1,366 @@
+// Quantized linear kernels (kernel_table.h, QuantMatmulArgs), compiled once per ISA.
+//  - a16: the weights are decoded in registers (nibble / byte -> f32, e4m3 / e5m2 through the
+//    f16 converter, NF4 / e2m1 through a register table) and scaled per group, then multiplied
+//    into f32 activations with FMA.
+//  - a8: int8 activations against integer codes with 8-bit dot products: maddubs (u8 x s8,
+//    pairs summed in saturating s16) + madd on AVX2, vpdpbusd (straight into s32) with
+//    AVX-512 VNNI. Signed weights use the sign trick (|w| as the unsigned operand, the sign of
+//    w moved onto x); x is clamped to [-127, 127] so that moving the sign never overflows.
+//    Dot products accumulate exactly in s32 over a group and are scaled once per group.
+// Each output is one accumulator chain over K followed by a fixed horizontal sum, whatever
+// the tile, so results do not depend on the batch size.
+#include "backend/cpu/isa/simd.h"
+#include "backend/cpu/kernel_table.h"
+#include "quant/types.h"
+
+namespace nibble::cpu::NIBBLE_ISA {
+namespace {
+
+constexpr int kSub = int(32 / kVL);  // f32 vectors per 32-element chunk
+constexpr int kHalf = kSub / 2;      // vectors per 16 elements (a 16-element group)
+
+inline float load_param(const void* p, bool f16, int64_t i) {
+  if (f16) return _cvtsh_ss(static_cast<const uint16_t*>(p)[i]);
+  return static_cast<const float*>(p)[i];
+}
+
+constexpr bool is_4bit(QuantCodes e) {
+  return e == QuantCodes::U4Sym || e == QuantCodes::U4 || e == QuantCodes::Nf4 ||
+         e == QuantCodes::Fp4E2M1;
+}
+constexpr int64_t chunk_bytes(QuantCodes e) { return is_4bit(e) ? 16 : 32; }
+// e4m3 codes are decoded as the f16 number with the same bits moved into place, which is the
+// value / 256 (f16 bias 15 vs e4m3 bias 7, subnormals included); the 256 goes into the scale.
+constexpr float value_scale(QuantCodes e) { return e == QuantCodes::Fp8E4M3 ? 256.0f : 1.0f; }
+
+// ---- a16: decode one 32-element chunk into kSub f32 vectors in element order ----
+
+#if defined(NIBBLE_ISA_avx512)
+inline Vf table16(const float* table, __m512i idx) {
+  return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(table));
+}
+inline Vf fp8_e4m3_to_vf(__m128i bytes16) {
+  const __m256i h = _mm256_cvtepu8_epi16(bytes16);
+  const __m256i bits =
+      _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8),
+                      _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7F)), 7));
+  return _mm512_cvtph_ps(bits);
+}
+inline Vf fp8_e5m2_to_vf(__m128i bytes16) {
+  return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes16), 8));
+}
+
+template <QuantCodes E>
+inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
+  if constexpr (is_4bit(E)) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    __m128i halves[2] = {_mm_and_si128(raw, mask), _mm_and_si128(_mm_srli_epi16(raw, 4), mask)};
+    for (int h = 0; h < 2; ++h) {
+      if constexpr (E == QuantCodes::U4Sym) {
+        v[h] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(halves[h], _mm_set1_epi8(8))));
+      } else if constexpr (E == QuantCodes::U4) {
+        v[h] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(halves[h]));
+      } else if constexpr (E == QuantCodes::Nf4) {
+        v[h] = table16(quant::kNf4Values, _mm512_cvtepu8_epi32(halves[h]));
+      } else {
+        static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                           -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+        v[h] = table16(kFp4, _mm512_cvtepu8_epi32(halves[h]));
+      }
+    }
+  } else {
+    for (int q = 0; q < 2; ++q) {
+      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * q));
+      if constexpr (E == QuantCodes::S8) {
+        v[q] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
+      } else if constexpr (E == QuantCodes::Fp8E4M3) {
+        v[q] = fp8_e4m3_to_vf(raw);
+      } else {
+        v[q] = fp8_e5m2_to_vf(raw);
+      }
+    }
+  }
+}
+#else
+// Entries 0-7 and 8-15 in two registers; bit 3 of the index (moved to the sign bit) picks one.
+inline Vf table16(const float* table, __m256i idx) {
+  const Vf lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table), idx);
+  const Vf hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(table + 8), idx);
+  return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+}
+inline Vf fp8_e4m3_to_vf(__m128i bytes8) {
+  const __m128i h = _mm_cvtepu8_epi16(bytes8);
+  const __m128i bits = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x80)), 8),
+                                    _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7F)), 7));
+  return _mm256_cvtph_ps(bits);
+}
+inline Vf fp8_e5m2_to_vf(__m128i bytes8) {
+  return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(bytes8), 8));
+}
+
+template <QuantCodes E>
+inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
+  if constexpr (is_4bit(E)) {
+    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i halves[2] = {_mm_and_si128(raw, mask),
+                               _mm_and_si128(_mm_srli_epi16(raw, 4), mask)};
+    for (int h = 0; h < 2; ++h) {
+      const __m128i parts[2] = {halves[h], _mm_srli_si128(halves[h], 8)};
+      for (int p = 0; p < 2; ++p) {
+        Vf& out = v[2 * h + p];
+        if constexpr (E == QuantCodes::U4Sym) {
+          out = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_sub_epi8(parts[p], _mm_set1_epi8(8))));
+        } else if constexpr (E == QuantCodes::U4) {
+          out = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[p]));
+        } else if constexpr (E == QuantCodes::Nf4) {
+          out = table16(quant::kNf4Values, _mm256_cvtepu8_epi32(parts[p]));
+        } else {
+          static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,
+                                             4.0f,  6.0f,  -0.0f, -0.5f, -1.0f, -1.5f,
+                                             -2.0f, -3.0f, -4.0f, -6.0f};
+          out = table16(kFp4, _mm256_cvtepu8_epi32(parts[p]));
+        }
+      }
+    }
+  } else {
+    for (int q = 0; q < 4; ++q) {
+      const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * q));
+      if constexpr (E == QuantCodes::S8) {
+        v[q] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+      } else if constexpr (E == QuantCodes::Fp8E4M3) {
+        v[q] = fp8_e4m3_to_vf(raw);
+      } else {
+        v[q] = fp8_e5m2_to_vf(raw);
+      }
+    }
+  }
+}
+#endif
+
+// Scale and min of the vectors of one chunk: [0] for the first 16 elements, [1] for the last
+// 16 (they differ only with 16-element groups).
+struct ChunkParams {
+  float d[2];
+  float mn[2];
+};
+
+inline void load_chunk_params(const QuantMatmulArgs& a, int64_t row, int64_t g, bool g16,
+                              float vscale, ChunkParams& p) {
+  const int64_t base = row * a.n_groups + g;
+  p.d[0] = load_param(a.scales, a.params_f16, base) * vscale;
+  p.d[1] = g16 ? load_param(a.scales, a.params_f16, base + 1) * vscale : p.d[0];
+  if (a.mins) {
+    p.mn[0] = load_param(a.mins, a.params_f16, base);
+    p.mn[1] = g16 ? load_param(a.mins, a.params_f16, base + 1) : p.mn[0];
+  }
+}
+
+template <QuantCodes E, bool kMin, int MR, int NR>
+void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  constexpr int64_t kBytes = chunk_bytes(E);
+  const bool g16 = a.group_size == 16;
+  const int64_t chunks = a.k / 32;
+  const int64_t chunks_per_step = g16 ? 1 : a.group_size / 32;
+  const float* x = a.x + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  Vf acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = vzero();
+  int64_t g = 0;
+  for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_step, g += g16 ? 2 : 1) {
+    ChunkParams p[NR];
+    for (int j = 0; j < NR; ++j) load_chunk_params(a, n + j, g, g16, value_scale(E), p[j]);
+    const int64_t c1 = c0 + chunks_per_step < chunks ? c0 + chunks_per_step : chunks;
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int j = 0; j < NR; ++j) {
+        Vf v[kSub];
+        decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
+        for (int q = 0; q < kSub; ++q) {
+          const int h = q / kHalf;
+          const Vf w =
+              kMin ? vfma(v[q], vset1(p[j].d[h]), vset1(p[j].mn[h])) : vmul(v[q], vset1(p[j].d[h]));
+          for (int i = 0; i < MR; ++i)
+            acc[i][j] = vfma(vload(x + i * a.ldx + c * 32 + q * kVL), w, acc[i][j]);
+        }
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float s = vsum(acc[i][j]);
+      if (a.bias) s += a.bias[n + j];
+      a.y[(m + i) * a.ldy + n + j] = s;
+    }
+  }
+}
+
+// ---- a8: 32 int8 codes per chunk in one 256-bit register ----
+
+inline __m256i load_nibbles(const uint8_t* c) {
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
+  const __m256i both =
+      _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// acc + sum over groups of 4 bytes of u8(a) * s8(b), into 8 s32 lanes.
+inline __m256i dot_u8s8(__m256i acc, __m256i a, __m256i b) {
+#if defined(NIBBLE_ISA_avx512)
+  return _mm256_dpbusd_epi32(acc, a, b);
+#else
+  // |w| <= 128 and |x| <= 127, so a pair of products never saturates the s16 sum.
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
+#endif
+}
+
+inline float hsum256(__m256 s) {
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+
+template <QuantCodes E, bool kMin, int MR, int NR>
+void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  constexpr int64_t kBytes = chunk_bytes(E);
+  const int64_t chunks = a.k / 32;
+  const int64_t chunks_per_group = a.group_size / 32;
+  const int8_t* xq = a.xq + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  __m256 acc[MR][NR];
+  float min_acc[MR][NR] = {};
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_group, ++g) {
+    const int64_t c1 = c0 + chunks_per_group < chunks ? c0 + chunks_per_group : chunks;
+    __m256i isum[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) isum[i][j] = _mm256_setzero_si256();
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int j = 0; j < NR; ++j) {
+        const uint8_t* cj = codes + j * a.code_row_bytes + c * kBytes;
+        __m256i w;
+        if constexpr (E == QuantCodes::S8) {
+          w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj));
+        } else if constexpr (E == QuantCodes::U4Sym) {
+          w = _mm256_sub_epi8(load_nibbles(cj), _mm256_set1_epi8(8));
+        } else {
+          w = load_nibbles(cj);
+        }
+        const __m256i w_abs = E == QuantCodes::U4 ? w : _mm256_abs_epi8(w);
+        for (int i = 0; i < MR; ++i) {
+          __m256i xv =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+          if constexpr (E != QuantCodes::U4) xv = _mm256_sign_epi8(xv, w);
+          isum[i][j] = dot_u8s8(isum[i][j], w_abs, xv);
+        }
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const int64_t pi = (n + j) * a.n_groups + g;
+      const __m256 d = _mm256_set1_ps(load_param(a.scales, a.params_f16, pi));
+      for (int i = 0; i < MR; ++i)
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), d, acc[i][j]);
+      if constexpr (kMin) {
+        const float mn = load_param(a.mins, a.params_f16, pi);
+        for (int i = 0; i < MR; ++i) min_acc[i][j] += mn * float(a.xsum[(m + i) * a.n_groups + g]);
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float s = (hsum256(acc[i][j]) + min_acc[i][j]) * a.x_scale[m + i];
+      if (a.bias) s += a.bias[n + j];
+      a.y[(m + i) * a.ldy + n + j] = s;
+    }
+  }
+}
+
+// ---- drivers ----
+
+using TileFn = void (*)(const QuantMatmulArgs& a, int64_t m, int64_t n);
+
+struct Tiles {
+  TileFn gemv_wide;  // 1 x kGemvRows
+  TileFn gemv_one;   // 1 x 1
+  TileFn full;       // kTileM x kTileN
+  TileFn rows_one;   // kTileM x 1
+  TileFn tail;       // 1 x kTileN
+};
+
+constexpr int kGemvRows = 4;
+constexpr int kTileM = 2;
+constexpr int kTileN = 2;
+
+template <bool kA8, QuantCodes E, bool kMin>
+Tiles make_tiles() {
+  if constexpr (kA8) {
+    return {a8_tile<E, kMin, 1, kGemvRows>, a8_tile<E, kMin, 1, 1>,
+            a8_tile<E, kMin, kTileM, kTileN>, a8_tile<E, kMin, kTileM, 1>,
+            a8_tile<E, kMin, 1, kTileN>};
+  } else {
+    return {a16_tile<E, kMin, 1, kGemvRows>, a16_tile<E, kMin, 1, 1>,
+            a16_tile<E, kMin, kTileM, kTileN>, a16_tile<E, kMin, kTileM, 1>,
+            a16_tile<E, kMin, 1, kTileN>};
+  }
+}
+
+template <bool kA8, QuantCodes E>
+Tiles tiles_for_min(bool mins) {
+  return mins ? make_tiles<kA8, E, true>() : make_tiles<kA8, E, false>();
+}
+
+void run_tiles(const Tiles& t, const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.m_rows == 1) {
+    int64_t n = n_begin;
+    for (; n + kGemvRows <= n_end; n += kGemvRows) t.gemv_wide(a, 0, n);
+    for (; n < n_end; ++n) t.gemv_one(a, 0, n);
+    return;
+  }
+  int64_t n = n_begin;
+  for (; n + kTileN <= n_end; n += kTileN) {
+    int64_t m = 0;
+    for (; m + kTileM <= a.m_rows; m += kTileM) t.full(a, m, n);
+    for (; m < a.m_rows; ++m) t.tail(a, m, n);
+  }
+  for (; n < n_end; ++n) {
+    int64_t m = 0;
+    for (; m + kTileM <= a.m_rows; m += kTileM) t.rows_one(a, m, n);
+    for (; m < a.m_rows; ++m) t.gemv_one(a, m, n);
+  }
+}
+
+}  // namespace
+
+void quant_matmul_a16(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
+  const bool mins = a.mins != nullptr;
+  Tiles t;
+  switch (a.codes_kind) {
+    case QuantCodes::U4Sym: t = tiles_for_min<false, QuantCodes::U4Sym>(mins); break;
+    case QuantCodes::U4: t = tiles_for_min<false, QuantCodes::U4>(mins); break;
+    case QuantCodes::S8: t = tiles_for_min<false, QuantCodes::S8>(mins); break;
+    case QuantCodes::Fp8E4M3: t = tiles_for_min<false, QuantCodes::Fp8E4M3>(mins); break;
+    case QuantCodes::Fp8E5M2: t = tiles_for_min<false, QuantCodes::Fp8E5M2>(mins); break;
+    case QuantCodes::Nf4: t = tiles_for_min<false, QuantCodes::Nf4>(mins); break;
+    case QuantCodes::Fp4E2M1: t = tiles_for_min<false, QuantCodes::Fp4E2M1>(mins); break;
+    default: return;
+  }
+  run_tiles(t, a, n_begin, n_end);
+}
+
+void quant_matmul_a8(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
+  const bool mins = a.mins != nullptr;
+  Tiles t;
+  switch (a.codes_kind) {
+    case QuantCodes::U4Sym: t = tiles_for_min<true, QuantCodes::U4Sym>(mins); break;
+    case QuantCodes::U4: t = tiles_for_min<true, QuantCodes::U4>(mins); break;
+    case QuantCodes::S8: t = tiles_for_min<true, QuantCodes::S8>(mins); break;
+    default: return;  // the caller only sends integer codes here
+  }
+  run_tiles(t, a, n_begin, n_end);
+}
+
+}  // namespace nibble::cpu::NIBBLE_ISA

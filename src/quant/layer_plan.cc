@@ -140,6 +140,13 @@ LayerPlan plan_layer(const QuantConfig& c, const std::string& module) {
         plan.act.group_size = 16;
       }
     }
+  } else if (method == "bitsandbytes") {
+    // transformers never converts lm_head, nor the llm_int8_skip_modules (substring match).
+    if (lm_head) return plan;
+    for (const auto& skip : c.bnb.skip_modules)
+      if (!skip.empty() && module.find(skip) != std::string::npos) return plan;
+    plan.format = LayerFormat::Bnb4;
+    plan.bnb = c.bnb.params;
   } else {
     fail("{}: quantization method '{}' has no layer plan", c.source, method);
   }
@@ -164,6 +171,7 @@ LinearScheme load_linear(const QuantConfig& c, const LayerPlan& plan, const Chec
                                       plan.block_rows, plan.block_cols);
       break;
     case LayerFormat::Nvfp4: scheme.weight = load_modelopt_nvfp4(ckpt, module); break;
+    case LayerFormat::Bnb4: scheme.weight = load_bnb_4bit(ckpt, module, plan.bnb); break;
   }
   const LayerTensors L(ckpt, module, c.method);
   const bool static_act = plan.act.kind == ActQuantKind::StaticPerTensorFp8 ||

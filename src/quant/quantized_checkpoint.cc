@@ -51,11 +51,12 @@ bool is_linear(const std::string& module) {
 }
 
 // How the checkpoint stores a module, judged from its tensors alone.
-enum class Stored { Dense, Gptq, CtPacked, Fp8, Int8, Nvfp4, Absent };
+enum class Stored { Dense, Gptq, CtPacked, Fp8, Int8, Nvfp4, Bnb4, Absent };
 
 Stored stored_kind(const Checkpoint& ckpt, const std::string& module) {
   if (ckpt.find(module + ".qweight")) return Stored::Gptq;  // GPTQ or AWQ
   if (ckpt.find(module + ".weight_packed")) return Stored::CtPacked;
+  if (is_bnb_4bit_layer(ckpt, module)) return Stored::Bnb4;
   const CheckpointTensor* w = ckpt.find(module + ".weight");
   if (w == nullptr) return Stored::Absent;
   if (w->type == "F8_E4M3") return Stored::Fp8;
@@ -72,6 +73,7 @@ bool plan_fits(LayerFormat f, Stored s) {
     case LayerFormat::CtUnpacked: return s == Stored::Fp8 || s == Stored::Int8;
     case LayerFormat::Fp8: return s == Stored::Fp8;
     case LayerFormat::Nvfp4: return s == Stored::Nvfp4;
+    case LayerFormat::Bnb4: return s == Stored::Bnb4;
     case LayerFormat::Dense: return s == Stored::Dense;
   }
   return false;
@@ -86,6 +88,7 @@ std::string_view format_name(LayerFormat f) {
     case LayerFormat::CtUnpacked: return "int/float-quantized (weight + weight_scale)";
     case LayerFormat::Fp8: return "fp8 (F8_E4M3 weight)";
     case LayerFormat::Nvfp4: return "NVFP4 (U8 weight)";
+    case LayerFormat::Bnb4: return "bitsandbytes 4-bit (U8 weight + quant_state)";
   }
   return "?";
 }
@@ -98,6 +101,7 @@ std::string_view stored_name(Stored s) {
     case Stored::Fp8: return "an F8_E4M3 weight";
     case Stored::Int8: return "an I8 weight";
     case Stored::Nvfp4: return "a U8 weight";
+    case Stored::Bnb4: return "a bitsandbytes 4-bit weight";
     case Stored::Absent: return "no weight";
   }
   return "?";
@@ -137,6 +141,7 @@ std::vector<int64_t> presented_shape(const Checkpoint& ckpt, const std::string& 
       const auto& s = shape_of("weight");
       return {s[0], s[1] * 2};
     }
+    case LayerFormat::Bnb4: return bnb_4bit_shape(ckpt, module);
     default: return shape_of("weight");
   }
 }
@@ -189,6 +194,11 @@ QuantizedCheckpoint::QuantizedCheckpoint(std::shared_ptr<Checkpoint> inner, Quan
     if (module.size() > 7 && (module.ends_with("k_proj") || module.ends_with("v_proj")) &&
         leaf == "output_scale")
       continue;  // AutoFP8's KV scales
+    // bitsandbytes keeps its quant state under `<module>.weight.*`.
+    if (const auto at = t.name.find(".weight."); at != std::string::npos) {
+      const auto owner = plans_.find(t.name.substr(0, at));
+      if (owner != plans_.end() && owner->second.format == LayerFormat::Bnb4) continue;
+    }
     const auto plan = plans_.find(module);
     if (plan == plans_.end()) {
       index_.emplace(t.name, tensors_.size());

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "formats/hf/hf_config.h"
+#include "quant/online.h"
 
 namespace nibble::quant {
 namespace {
@@ -321,6 +322,27 @@ void parse_fp8(const Fields& f, QuantConfig& q, bool fbgemm) {
     for (const auto& name : f.strings(key)) c.ignored.push_back(name);
 }
 
+// --- bitsandbytes ---------------------------------------------------------------------------
+
+void parse_bitsandbytes(const Fields& f, QuantConfig& q) {
+  // transformers writes both the public and the underscored key.
+  const bool in_8bit = f.boolean("load_in_8bit", false) || f.boolean("_load_in_8bit", false);
+  const bool in_4bit = f.boolean("load_in_4bit", false) || f.boolean("_load_in_4bit", false);
+  if (in_8bit)
+    fail(
+        "{}: bitsandbytes load_in_8bit (LLM.int8 with fp16 outliers) is not supported; only "
+        "4-bit (load_in_4bit) checkpoints load",
+        f.where());
+  if (!in_4bit)
+    fail("{}: bitsandbytes config has neither load_in_4bit nor load_in_8bit", f.where());
+  const std::string type = lower(f.string("bnb_4bit_quant_type", "fp4"));
+  if (type != "nf4" && type != "fp4")
+    fail("{}: bnb_4bit_quant_type '{}' (expected nf4 or fp4)", f.where(), type);
+  q.bnb.params.fp4 = type == "fp4";
+  q.bnb.double_quant = f.boolean("bnb_4bit_use_double_quant", false);
+  q.bnb.skip_modules = f.strings("llm_int8_skip_modules");
+}
+
 // --- ModelOpt -------------------------------------------------------------------------------
 
 const std::set<std::string> kModelOptFp8Algos = {"FP8", "FP8_PER_CHANNEL_PER_TOKEN"};
@@ -417,13 +439,14 @@ QuantConfig parse_quantization_config(const json& config, const std::string& sou
     parse_fp8(Fields(config, source), q, method == "fbgemm_fp8");
     q.checkpoint_method = method;
   } else if (method == "bitsandbytes") {
-    fail("{}: pre-quantized bitsandbytes checkpoints are not supported yet", source);
+    parse_bitsandbytes(Fields(config, source), q);
+    q.checkpoint_method = "bitsandbytes";
   } else if (method == "auto-round" || method == "intel/auto-round") {
     fail("{}: auto-round checkpoints are not supported yet", source);
   } else {
     fail(
         "{}: unknown quant_method '{}' (supported: gptq, awq, compressed-tensors, fp8, "
-        "fbgemm_fp8, modelopt)",
+        "fbgemm_fp8, modelopt, bitsandbytes)",
         source, method);
   }
   q.method = q.checkpoint_method;
@@ -473,18 +496,32 @@ std::optional<QuantConfig> read_checkpoint_quantization(const fs::path& dir) {
 }
 
 std::optional<QuantConfig> apply_user_quantization(std::optional<QuantConfig> detected,
-                                                   const std::string& user_method) {
+                                                   const std::string& user_method,
+                                                   const std::string& torchao_config) {
   const std::string user = lower(user_method);
+  if (!torchao_config.empty() && detected)
+    fail(
+        "--torchao-config {}: torchao quantizes the dense weights of an unquantized checkpoint, "
+        "but {} is already quantized ({}); drop --torchao-config",
+        torchao_config, detected->source, detected->checkpoint_method);
   if (user.empty() || user == "unquant") return detected;
   const auto& choices = quantization_choices();
-  if (std::find(choices.begin(), choices.end(), user) == choices.end())
-    fail("--quantization: unknown quantization method '{}'; must be one of: {}", user_method,
-         fmt::join(choices, ", "));
-  if (!detected)
+  const auto& online = online_quantization_names();
+  const bool known = std::find(choices.begin(), choices.end(), user) != choices.end() ||
+                     std::find(online.begin(), online.end(), user) != online.end();
+  if (!known)
+    fail("--quantization: unknown quantization method '{}'; must be one of: {}, or nibble's {}",
+         user_method, fmt::join(choices, ", "), fmt::join(online, ", "));
+  if (!detected) {
+    // An unquantized checkpoint: online methods quantize it at load (the caller asks
+    // parse_online_method); the others need weights quantized offline.
+    if (std::find(online.begin(), online.end(), user) != online.end()) return std::nullopt;
     fail(
-        "--quantization {}: online quantization of an unquantized checkpoint is not "
-        "implemented yet; pass a pre-quantized checkpoint or drop --quantization",
-        user);
+        "--quantization {}: the checkpoint has no quantization config, and {} is not an "
+        "online method (it loads weights quantized offline). Online methods: {}; or "
+        "--torchao-config {}",
+        user, user, fmt::join(online, ", "), fmt::join(torchao_config_names(), " | "));
+  }
   const std::string& have = detected->checkpoint_method;
   bool ok = user == have;
   // SGLang's override pass: the Marlin variants of a GPTQ / AWQ checkpoint.
@@ -516,9 +553,9 @@ std::optional<QuantConfig> apply_user_quantization(std::optional<QuantConfig> de
   return detected;
 }
 
-std::optional<QuantConfig> resolve_quantization(const fs::path& dir,
-                                                const std::string& user_method) {
-  return apply_user_quantization(read_checkpoint_quantization(dir), user_method);
+std::optional<QuantConfig> resolve_quantization(const fs::path& dir, const std::string& user_method,
+                                                const std::string& torchao_config) {
+  return apply_user_quantization(read_checkpoint_quantization(dir), user_method, torchao_config);
 }
 
 }  // namespace nibble::quant

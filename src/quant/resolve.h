@@ -7,8 +7,9 @@
 //  3. hf_quant_config.json (ModelOpt);
 //  4. quantize_config.json (GPTQ, or AWQ when it says so) / quant_config.json (AWQ).
 // `--quantization` may only restate the checkpoint's method or name a compatible one; any
-// other value fails with SGLang's message. Parts nibble cannot run correctly (sparsity,
-// transforms, AWQ GEMV, serialized Marlin, ...) are refused with the reason.
+// other value fails with SGLang's message (online methods apply to unquantized checkpoints). Parts
+// nibble cannot run correctly (sparsity, transforms, AWQ GEMV, serialized Marlin, ...) are refused
+// with the reason.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
@@ -80,6 +81,12 @@ struct ModelOptConfig {
   std::vector<std::string> exclude_modules;  // fnmatch patterns (ignore list in the flat form)
 };
 
+struct BnbConfig {
+  BnbParams params;
+  bool double_quant = false;              // bnb_4bit_use_double_quant
+  std::vector<std::string> skip_modules;  // llm_int8_skip_modules (substring match)
+};
+
 struct QuantConfig {
   // SGLang's name of the resolved method: gptq, awq, compressed-tensors, fp8, fbgemm_fp8,
   // modelopt_fp8, modelopt_fp4, or (with --quantization on a compressed-tensors checkpoint)
@@ -92,6 +99,7 @@ struct QuantConfig {
   CtConfig ct;
   Fp8Config fp8;
   ModelOptConfig modelopt;
+  BnbConfig bnb;
 };
 
 // Every --quantization value SGLang accepts (server_args.py QUANTIZATION_CHOICES).
@@ -101,14 +109,21 @@ const std::vector<std::string>& quantization_choices();
 std::optional<QuantConfig> read_checkpoint_quantization(const std::filesystem::path& dir);
 
 // read_checkpoint_quantization plus the --quantization rules. An empty `user_method` (or
-// "unquant") means "use what the checkpoint says". A user method on an unquantized
-// checkpoint asks for online quantization, which this build refuses.
+// "unquant") means "use what the checkpoint says". On an unquantized checkpoint, an online
+// method (quant/online.h: fp8, w8a8_fp8, w8a8_int8, bitsandbytes, int4, q4_0, q4_k, q8_0)
+// returns nullopt: the caller then quantizes at load with parse_online_method(); any other
+// method is refused (it needs a checkpoint quantized with it). On a pre-quantized checkpoint
+// SGLang's rules hold whatever the method: the same method is a no-op, a compatible one
+// (w8a8_* on compressed-tensors, modelopt, the Marlin aliases) is applied, anything else is
+// refused. `torchao_config` (--torchao-config) needs an unquantized checkpoint.
 std::optional<QuantConfig> resolve_quantization(const std::filesystem::path& dir,
-                                                const std::string& user_method);
+                                                const std::string& user_method,
+                                                const std::string& torchao_config = "");
 
 // The same rules on already-parsed inputs (testable without files).
 std::optional<QuantConfig> apply_user_quantization(std::optional<QuantConfig> detected,
-                                                   const std::string& user_method);
+                                                   const std::string& user_method,
+                                                   const std::string& torchao_config = "");
 QuantConfig parse_quantization_config(const nlohmann::json& config, const std::string& source);
 
 // How one linear module (e.g. "model.layers.0.self_attn.q_proj") is stored.
@@ -120,6 +135,7 @@ enum class LayerFormat : uint8_t {
   CtUnpacked,  // compressed-tensors int-/float-/naive-quantized
   Fp8,         // fp8 / fbgemm_fp8 / modelopt_fp8
   Nvfp4,       // modelopt_fp4
+  Bnb4,        // bitsandbytes 4-bit (NF4 / FP4)
 };
 
 struct LayerPlan {
@@ -127,6 +143,7 @@ struct LayerPlan {
   GptqParams gptq;
   AwqParams awq;
   CtWeightArgs ct;
+  BnbParams bnb;
   std::string fp8_scale_suffix;  // weight_scale or weight_scale_inv
   int64_t block_rows = 0, block_cols = 0;
   ActQuant act;

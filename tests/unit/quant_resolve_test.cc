@@ -176,7 +176,10 @@ TEST(QuantResolve, UserQuantizationFollowsSglangRules) {
                "quantization method specified in the quantization argument (fp8)");
   expect_error([&] { apply_user_quantization(gptq, "int5"); },
                "unknown quantization method 'int5'");
-  expect_error([] { apply_user_quantization(std::nullopt, "fp8"); }, "online quantization");
+  // An unquantized checkpoint: online methods resolve to "no checkpoint config" (the caller
+  // quantizes at load, quant/online.h); offline-only methods are refused.
+  EXPECT_FALSE(apply_user_quantization(std::nullopt, "fp8").has_value());
+  expect_error([] { apply_user_quantization(std::nullopt, "awq"); }, "not an online method");
   EXPECT_FALSE(apply_user_quantization(std::nullopt, "").has_value());
 
   const QuantConfig mo = parse_quantization_config(json{{"quant_algo", "FP8"}}, "c");

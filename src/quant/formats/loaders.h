@@ -4,6 +4,7 @@
 // against the layer's declared parameters and fails naming the layer and tensor.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "formats/checkpoint.h"
 #include "quant/scheme.h"
@@ -60,5 +61,18 @@ QuantizedTensor load_fp8_weight(const Checkpoint& ckpt, const std::string& prefi
 // ModelOpt NVFP4: weight U8 [N, K/2] (even element in the low nibble), weight_scale F8_E4M3
 // [N, K/16], weight_scale_2 F32 scalar (a multiplier).
 QuantizedTensor load_modelopt_nvfp4(const Checkpoint& ckpt, const std::string& prefix);
+
+// bitsandbytes 4-bit (quant_method "bitsandbytes", load_in_4bit): packed U8 weight (high nibble
+// first), absmax per `blocksize` values (nested: U8 codes + nested_absmax/nested_quant_map and
+// an offset), quant_map, and the JSON quant state. NF4 → ElemType::Nf4 with the absmax as
+// per-group scales; FP4 → Fp8E4M3 codes (12 × the table value) with scales absmax / 12.
+struct BnbParams {
+  bool fp4 = false;  // bnb_4bit_quant_type "fp4"
+};
+QuantizedTensor load_bnb_4bit(const Checkpoint& ckpt, const std::string& prefix,
+                              const BnbParams& p);
+// Whether `prefix` stores a bitsandbytes 4-bit quant state, and its [N, K] from that state.
+bool is_bnb_4bit_layer(const Checkpoint& ckpt, const std::string& prefix);
+std::vector<int64_t> bnb_4bit_shape(const Checkpoint& ckpt, const std::string& prefix);
 
 }  // namespace nibble::quant

@@ -1,0 +1,19 @@
+#pragma once
+// Reference quantizer of the ggml K-quant Q4_K (llama.cpp's quantize_row_q4_K_ref algorithm):
+// super-blocks of 256 values in 8 sub-blocks of 32, each sub-block with a 6-bit scale and a
+// 6-bit min relative to the super-block's f16 d and dmin; value = d·sc·q − dmin·m, q ∈ [0, 15].
+// The per-sub-block (scale, min) pair is chosen by a weighted least-squares search over 21
+// candidate scales (weights |x| + rms of the sub-block), as llama.cpp does without an
+// importance matrix. The blocks dequantize with gguf_dequant.h (and gguf-py) like any Q4_K.
+#include <cstdint>
+
+namespace nibble::gguf {
+
+inline constexpr int kQ4KBlockElems = 256;
+inline constexpr int kQ4KBlockBytes = 144;
+
+// `n_elements` must be a multiple of 256 (Error otherwise); `dst` receives
+// n_elements / 256 * 144 bytes.
+void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements);
+
+}  // namespace nibble::gguf

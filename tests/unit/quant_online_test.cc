@@ -192,8 +192,9 @@ TEST(QuantOnline, TorchaoInt8RoundsLikeBf16Torch) {
         const auto code = static_cast<int>(sign_extend(get_code(s.weight, n, k), 8));
         // torch: round(bf16(x · bf16(1 / scale))), clamped to [-128, 127].
         EXPECT_EQ(code, std::clamp(int(std::nearbyint(bf16_round(x * inverse))), -128, 127));
-        // The bf16 product can move a code by one: the error stays within one step.
-        EXPECT_LE(std::fabs(deq[size_t(n * K + k)] - x), scale * 1.0001f);
+        // Half a step from rounding, up to 2 × 128·2^-9 steps from the bf16 reciprocal and
+        // product, and half a step more where a bf16 scale rounded down clamps a code at 127.
+        EXPECT_LE(std::fabs(deq[size_t(n * K + k)] - x), scale * 1.5f);
       }
     }
   }
@@ -225,10 +226,11 @@ TEST(QuantOnline, TorchaoInt4IsTinygemmAsymmetricWithFloatZeros) {
         const float zero = t.float_zeros[i] + 8.0f * scale;
         EXPECT_EQ(zero, bf16_round(zero));
         EXPECT_EQ(zero, bf16_round(lo + 8.0f * scale));
-        // Half a step, plus bf16 rounding of (x − min) / scale (2^-5 of a step) and of the zero.
+        // Half a step, plus the bf16 roundings of x − min (2^-9 of 15 steps) and of its
+        // quotient by the scale (2^-5 of a step), and of the zero and the minimum (2^-9 each).
         for (int64_t k = g * group; k < (g + 1) * group; ++k)
           EXPECT_LE(std::fabs(deq[size_t(n * K + k)] - w[size_t(n * K + k)]),
-                    0.55f * scale + std::fabs(zero) * 0.0079f)
+                    0.6f * scale + (std::fabs(zero) + std::fabs(lo)) * 0.0039f)
               << group;
       }
   }
@@ -363,9 +365,9 @@ TEST(QuantOnline, Q4KBeatsMinMaxAndDecodesConsistently) {
   const double e4k = rms_error(w, d4k), e41 = rms_error(w, d41);
   RecordProperty("q4_k_rmse", std::to_string(e4k));
   RecordProperty("q4_1_rmse", std::to_string(e41));
-  // Unit Gaussian: Q4_K's relative RMS error is about 0.09-0.10 (measured here); Q4_1 ~0.10.
-  EXPECT_LT(e4k, 0.105) << "q4_1 " << e41;
-  EXPECT_LT(e4k, e41 * 1.02) << "q4_k " << e4k << " q4_1 " << e41;
+  // Unit Gaussian, 16384 values: Q4_K's RMS error measures 0.0717, Q4_1's 0.0787.
+  EXPECT_LT(e4k, 0.075) << "q4_1 " << e41;
+  EXPECT_LT(e4k, e41 * 0.95) << "q4_k " << e4k << " q4_1 " << e41;
 
   // Edge blocks: all zero, constant, one outlier: finite, and zero stays exactly zero.
   std::vector<float> edge(768, 0.0f);

@@ -79,10 +79,14 @@ class PackedLinear final : public LinearWeight {
       xq.resize(size_t(m_rows * KP));
       x_scale.resize(size_t(m_rows));
       xsum.resize(w_.has_mins ? size_t(m_rows * w_.n_groups) : 0);
+      // Buffers are thread_local: the workers must get this thread's pointers, not their own.
+      int8_t* xq_out = xq.data();
+      float* scale_out = x_scale.data();
+      int32_t* sum_out = w_.has_mins ? xsum.data() : nullptr;
       pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
-        quantize_activations_int8(act_, x + r0 * K, r1 - r0, K, perm, KP, xq.data() + r0 * KP,
-                                  x_scale.data() + r0, w_.group_size, w_.n_groups,
-                                  w_.has_mins ? xsum.data() + r0 * w_.n_groups : nullptr);
+        quantize_activations_int8(act_, x + r0 * K, r1 - r0, K, perm, KP, xq_out + r0 * KP,
+                                  scale_out + r0, w_.group_size, w_.n_groups,
+                                  sum_out ? sum_out + r0 * w_.n_groups : nullptr);
       });
       args.xq = xq.data();
       args.x_scale = x_scale.data();
@@ -93,8 +97,9 @@ class PackedLinear final : public LinearWeight {
       const float* in = x;
       if (act_.kind != quant::ActQuantKind::None) {
         x_fake.resize(size_t(m_rows * K));
+        float* fake_out = x_fake.data();
         pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
-          fake_quantize_activations(act_, x + r0 * K, r1 - r0, K, x_fake.data() + r0 * K);
+          fake_quantize_activations(act_, x + r0 * K, r1 - r0, K, fake_out + r0 * K);
         });
         in = x_fake.data();
       }

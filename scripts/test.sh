@@ -33,3 +33,15 @@ cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNIBBLE_WERROR=ON -D
 cmake --build build/asan --target nibble_tests
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 build/asan/nibble_tests \
   --gtest_brief=1
+
+# CUDA backend: compile check only (sm_90a; nothing runs without a GPU). GPU tests and benchmarks
+# run on a GPU machine with tests/gpu/run and bench/gpu/run.
+nvcc_path="$(command -v nvcc || true)"
+if [[ -z "$nvcc_path" && -x /usr/local/cuda/bin/nvcc ]]; then nvcc_path=/usr/local/cuda/bin/nvcc; fi
+if [[ -n "$nvcc_path" ]]; then
+  echo "== CUDA backend (compile check, sm_90a)"
+  CUDACXX="$nvcc_path" cmake -S . -B build/cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIBBLE_WERROR=ON \
+    -DNIBBLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+    -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
+  cmake --build build/cuda --target nibble_cuda nibble_gpu_tests nibble_gpu_bench
+fi

@@ -1,0 +1,276 @@
+// Kernel benchmarks of the CUDA backend on Llama-3-8B's linear shapes.
+//
+// Protocol: per (K×N, M, kernel), the weights exist in enough copies to exceed 200 MB (so no
+// call finds its weight in the 50 MB L2), calls rotate through the copies; one sample = 20
+// back-to-back calls between two CUDA events; the figure is the median of 15 samples after 3
+// warm-up samples, divided by 20. Weight TB/s counts the bytes the kernel must stream (codes,
+// scales, zeros); TFLOP/s counts 2·M·N·K. Output: CSV lines on stdout
+// (kernel,K,N,M,us,weight_bytes,path).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/fp8_linear.h"
+#include "backend/cuda/lt_gemm.h"
+#include "backend/cuda/wxa16_linear.h"
+#include "quant/reference/dequantize.h"
+
+namespace nibble::cuda {
+namespace {
+
+constexpr size_t kRotateBytes = size_t(200) << 20;
+
+uint64_t next_random(uint64_t& state) {
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return state;
+}
+
+void fill_random(std::vector<uint8_t>& bytes, uint64_t seed) {
+  uint64_t state = seed | 1;
+  size_t i = 0;
+  for (; i + 8 <= bytes.size(); i += 8) {
+    const uint64_t r = next_random(state);
+    std::memcpy(bytes.data() + i, &r, 8);
+  }
+  for (; i < bytes.size(); ++i) bytes[i] = uint8_t(next_random(state));
+}
+
+// Random bf16 in [-1, 1) on the device.
+DeviceBuffer random_bf16(size_t count, uint64_t seed) {
+  std::vector<uint16_t> host(count);
+  uint64_t state = seed | 1;
+  for (auto& v : host) {
+    const float f = float(int64_t(next_random(state) % 2000001) - 1000000) * 1e-6f;
+    const __nv_bfloat16 b = __float2bfloat16_rn(f);
+    std::memcpy(&v, &b, 2);
+  }
+  DeviceBuffer buffer(count * 2);
+  buffer.upload(host.data(), buffer.bytes());
+  return buffer;
+}
+
+// An int (4- or 8-bit, symmetric) weight with random codes and f16-exact scales.
+quant::QuantizedTensor random_int_weight(int bits, int64_t n, int64_t k, int64_t group,
+                                         uint64_t seed) {
+  quant::QuantizedTensor t;
+  t.elem = bits == 4 ? quant::ElemType::Int4 : quant::ElemType::Int8;
+  t.rows = n;
+  t.cols = k;
+  quant::allocate_codes(t);
+  fill_random(t.codes, seed);
+  quant::set_scale_layout(t, 1, group < 0 ? k : group);
+  uint64_t state = seed * 7 + 1;
+  for (float& s : t.scales) s = float(1 + next_random(state) % 1000) / 65536.0f;
+  t.scale_dtype = quant::ScaleDType::F16;
+  return t;
+}
+
+quant::QuantizedTensor random_fp8_weight(int64_t n, int64_t k, bool per_channel, uint64_t seed) {
+  quant::QuantizedTensor t;
+  t.elem = quant::ElemType::Fp8E4M3;
+  t.rows = n;
+  t.cols = k;
+  quant::allocate_codes(t);
+  fill_random(t.codes, seed);
+  // Avoid NaN codes (0x7F / 0xFF): random finite e4m3 values.
+  for (auto& c : t.codes) {
+    if ((c & 0x7F) == 0x7F) c &= 0xFE;
+  }
+  if (per_channel) {
+    quant::set_scale_layout(t, 1, k);
+  } else {
+    quant::set_scale_layout(t, n, k);
+  }
+  for (float& s : t.scales) s = 1.0f / 64;
+  return t;
+}
+
+size_t copies_for(size_t bytes) { return std::max<size_t>(1, (kRotateBytes + bytes - 1) / bytes); }
+
+float median_us(const std::function<void(size_t)>& call, size_t copies) {
+  constexpr int kCalls = 20, kSamples = 15, kWarmup = 3;
+  cudaEvent_t start, stop;
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&start));
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&stop));
+  std::vector<float> samples;
+  size_t next = 0;
+  for (int s = 0; s < kWarmup + kSamples; ++s) {
+    NIBBLE_CUDA_CHECK(cudaEventRecord(start));
+    for (int c = 0; c < kCalls; ++c) call(next++ % copies);
+    NIBBLE_CUDA_CHECK(cudaEventRecord(stop));
+    NIBBLE_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0.0f;
+    NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (s >= kWarmup) samples.push_back(ms * 1000.0f / kCalls);
+  }
+  NIBBLE_CUDA_CHECK(cudaGetLastError());
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(samples.begin(), samples.end());
+  return samples[samples.size() / 2];
+}
+
+void report(const char* kernel, int64_t k, int64_t n, int64_t m, float us, size_t weight_bytes,
+            const char* path) {
+  std::printf("%s,%lld,%lld,%lld,%.2f,%zu,%s\n", kernel, (long long)k, (long long)n, (long long)m,
+              us, weight_bytes, path);
+  std::fflush(stdout);
+}
+
+std::vector<int64_t> parse_list(const char* text) {
+  std::vector<int64_t> out;
+  for (const char* p = text; *p;) {
+    out.push_back(std::strtoll(p, const_cast<char**>(&p), 10));
+    while (*p == ',' || *p == 'x') ++p;
+  }
+  return out;
+}
+
+void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& ms,
+                 const std::string& only) {
+  const int64_t max_m = *std::max_element(ms.begin(), ms.end());
+  DeviceBuffer x = random_bf16(size_t(max_m * k), 1);
+  DeviceBuffer y(size_t(max_m * n) * 2);
+  auto wanted = [&](const char* name) {
+    return only.empty() || only.find(name) != std::string::npos;
+  };
+
+  if (wanted("bf16")) {
+    const size_t bytes = size_t(n * k) * 2;
+    std::vector<DeviceBuffer> w;
+    for (size_t c = 0; c < copies_for(bytes); ++c) w.push_back(random_bf16(size_t(n * k), 7 + c));
+    for (int64_t m : ms) {
+      const float us = median_us(
+          [&](size_t c) { dense_gemm_bf16(lt, x.get(), w[c].get(), y.get(), m, n, k, nullptr); },
+          w.size());
+      report("nibble_bf16", k, n, m, us, bytes, "cublasLt");
+    }
+  }
+  for (int bits : {4, 8}) {
+    const char* name = bits == 4 ? "nibble_w4a16_g128" : "nibble_w8a16_channel";
+    if (!wanted(bits == 4 ? "w4a16" : "w8a16")) continue;
+    const WxA16Weight first =
+        prepare_wxa16_weight(random_int_weight(bits, n, k, bits == 4 ? 128 : -1, 11), name);
+    // Copies made on the device: a host repack per copy would dominate the run.
+    std::vector<WxA16Weight> w;
+    for (size_t c = 0; c < copies_for(first.stream_bytes()); ++c) {
+      WxA16Weight copy;
+      copy.bits = first.bits;
+      copy.rows = first.rows;
+      copy.cols = first.cols;
+      copy.n_tiles = first.n_tiles;
+      copy.k_units = first.k_units;
+      copy.group_size = first.group_size;
+      copy.n_groups = first.n_groups;
+      copy.scale_type = first.scale_type;
+      copy.symmetric_zero = first.symmetric_zero;
+      for (auto [dst, src] : {std::pair{&copy.codes, &first.codes},
+                              {&copy.scales, &first.scales},
+                              {&copy.zeros, &first.zeros}}) {
+        dst->resize(src->bytes());
+        if (src->bytes() > 0) {
+          NIBBLE_CUDA_CHECK(
+              cudaMemcpy(dst->get(), src->get(), src->bytes(), cudaMemcpyDeviceToDevice));
+        }
+      }
+      w.push_back(std::move(copy));
+    }
+    WxA16Workspace ws;
+    for (int64_t m : ms) {
+      for (auto path : {WxA16Path::Stream, WxA16Path::DequantGemm}) {
+        if (path == WxA16Path::DequantGemm && m < 64) continue;
+        if (path == WxA16Path::Stream && m > 256) continue;
+        const float us = median_us(
+            [&](size_t c) { wxa16_linear(lt, w[c], x.get(), m, y.get(), ws, nullptr, path); },
+            w.size());
+        report(name, k, n, m, us, first.stream_bytes(),
+               path == WxA16Path::Stream ? "stream" : "dequant+lt");
+      }
+    }
+  }
+  if (wanted("fp8")) {
+    for (bool rowwise : {false, true}) {
+      const Fp8Weight first = prepare_fp8_weight(random_fp8_weight(n, k, rowwise, 13), "fp8");
+      std::vector<Fp8Weight> w;
+      for (size_t c = 0; c < copies_for(first.codes.bytes()); ++c) {
+        Fp8Weight copy;
+        copy.rows = first.rows;
+        copy.cols = first.cols;
+        copy.padded_cols = first.padded_cols;
+        copy.per_channel = first.per_channel;
+        copy.codes.resize(first.codes.bytes());
+        NIBBLE_CUDA_CHECK(cudaMemcpy(copy.codes.get(), first.codes.get(), first.codes.bytes(),
+                                     cudaMemcpyDeviceToDevice));
+        copy.scales.resize(first.scales.bytes());
+        NIBBLE_CUDA_CHECK(cudaMemcpy(copy.scales.get(), first.scales.get(), first.scales.bytes(),
+                                     cudaMemcpyDeviceToDevice));
+        w.push_back(std::move(copy));
+      }
+      Fp8Workspace ws;
+      for (int64_t m : ms) {
+        ws.x_codes.ensure(size_t(m * first.padded_cols));
+        ws.x_scales.ensure(size_t(m) * 4);
+        quantize_fp8_per_token(x.get(), m, k, first.padded_cols, ws.x_codes.get<uint8_t>(),
+                               ws.x_scales.get<float>(), nullptr);
+        for (bool fast : {false, true}) {
+          bool lt_scaled = true;
+          const float us = median_us(
+              [&](size_t c) {
+                lt_scaled = fp8_gemm(lt, w[c], ws.x_codes.get<uint8_t>(), ws.x_scales.get<float>(),
+                                     rowwise, m, y.get(), fast, nullptr);
+              },
+              w.size());
+          std::string kernel = rowwise ? "nibble_fp8_rowwise" : "nibble_fp8_tensor";
+          if (fast) kernel += "_fast";
+          report(kernel.c_str(), k, n, m, us, first.codes.bytes(),
+                 lt_scaled ? "cublasLt" : "cublasLt+scale-kernel");
+        }
+        if (rowwise) {
+          Fp8Options options;
+          const float us = median_us(
+              [&](size_t c) { fp8_linear(lt, w[c], x.get(), m, y.get(), ws, options, nullptr); },
+              w.size());
+          report("nibble_fp8_rowwise_with_act_quant", k, n, m, us, first.codes.bytes(),
+                 "quant+gemm");
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nibble::cuda
+
+int main(int argc, char** argv) {
+  // nibble_gpu_bench [--shapes 4096x6144,...] [--ms 1,16,...] [--only w4a16,fp8,...]
+  std::string shapes = "4096x6144,4096x4096,4096x28672,14336x4096", ms_text = "1,16,64,256,2048",
+              only;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--shapes") shapes = argv[i + 1];
+    if (flag == "--ms") ms_text = argv[i + 1];
+    if (flag == "--only") only = argv[i + 1];
+  }
+  try {
+    const auto dims = nibble::cuda::parse_list(shapes.c_str());
+    const auto ms = nibble::cuda::parse_list(ms_text.c_str());
+    nibble::cuda::LtGemm lt;
+    std::printf("kernel,K,N,M,us,weight_bytes,path\n");
+    for (size_t i = 0; i + 1 < dims.size(); i += 2) {
+      nibble::cuda::bench_shape(lt, dims[i], dims[i + 1], ms, only);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nibble_gpu_bench: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,532 @@
+// The W4A16 / W8A16 kernels (see wxa16_linear.h for the layout and the two paths).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "backend/cuda/wxa16_linear.h"
+
+namespace nibble::cuda {
+namespace {
+
+constexpr int kThreads = 256;       // 8 warps
+constexpr int kTilesPerWarp = 4;    // 32 output columns per warp: one x fragment feeds 4 mmas
+constexpr int kTilesPerBlock = 32;  // 256 output columns per CTA share one x slice in smem
+constexpr int kMaxPassRows = 64;    // 4 m-tiles of 16 per pass over the weight
+constexpr int kMaxSmemBytes = 96 * 1024;
+
+struct StreamParams {
+  const uint4* codes;
+  const void* scales;
+  const uint8_t* zeros;
+  int scale_type;  // WxA16ScaleType
+  int symmetric_zero;
+  int64_t n_groups;
+  int64_t group_size;
+  const __nv_bfloat16* x;
+  int m;          // rows of x in this pass (≤ 64)
+  int64_t k;      // real K (x row length)
+  bool x_vector;  // x rows can be read 16 bytes at a time
+  int64_t k_units;
+  int64_t n_tiles;
+  int64_t n;  // real N (y row length)
+  __nv_bfloat16* y;
+  float* partial;  // [64][partial_ld]
+  int64_t partial_ld;
+  int* counters;  // per column block
+  int units_per_split;
+  int splits;
+};
+
+// Calls f(std::integral_constant<int, I>) for I = 0..N-1: compile-time indices keep the register
+// arrays in registers.
+template <typename F, int... I>
+__device__ __forceinline__ void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const __nv_bfloat16* smem) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(address));
+}
+
+// Weights are read exactly once: keep them out of L1 so x and the scales stay there.
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <int W>
+__device__ __forceinline__ uint32_t word_of(const uint4& q) {
+  if constexpr (W == 0) return q.x;
+  if constexpr (W == 1) return q.y;
+  if constexpr (W == 2) return q.z;
+  return q.w;
+}
+
+__device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
+  __nv_bfloat162 r =
+      __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+__device__ __forceinline__ uint32_t bf16x2_pack(float lo, float hi) {
+  __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// What a lane subtracts from its codes for one group: 4-bit, the bf16 pair (128+z, 128+z)
+// (0x4300 is 128.0, and 128 + a 4-bit code is exact in bf16's 8-bit significand); 8-bit, the
+// f32 2^23 + z (0x4B000000 | byte is 2^23 + byte).
+template <int BITS>
+__device__ __forceinline__ uint32_t zero_word(int z) {
+  if constexpr (BITS == 4) {
+    return (0x4300u + uint32_t(z)) * 0x10001u;
+  } else {
+    return __float_as_uint(8388608.0f + float(z));
+  }
+}
+
+// The B fragment (b0: k = 2t, 2t+1; b1: k = 2t+8, 2t+9) of mma step STEP of a unit.
+template <int BITS, int STEP>
+__device__ __forceinline__ void b_fragment(const uint4& q, uint32_t zero, uint32_t& b0,
+                                           uint32_t& b1) {
+  if constexpr (BITS == 4) {
+    const uint32_t word = word_of<STEP / 2>(q);
+    constexpr int j = (STEP % 2) * 2;
+    b0 = bf16x2_sub(((word >> (4 * j)) & 0x000F000Fu) | 0x43004300u, zero);
+    b1 = bf16x2_sub(((word >> (4 * j + 4)) & 0x000F000Fu) | 0x43004300u, zero);
+  } else {
+    const uint32_t word = word_of<STEP>(q);
+    const float z = __uint_as_float(zero);
+    const float f0 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540)) - z;
+    const float f1 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7541)) - z;
+    const float f2 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7542)) - z;
+    const float f3 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7543)) - z;
+    b0 = bf16x2_pack(f0, f1);
+    b1 = bf16x2_pack(f2, f3);
+  }
+}
+
+__device__ __forceinline__ float2 load_scale_pair(const void* scales, int type, int64_t index) {
+  if (type == int(WxA16ScaleType::F16)) {
+    return __half22float2(*(static_cast<const __half2*>(scales) + index / 2));
+  }
+  if (type == int(WxA16ScaleType::BF16)) {
+    return __bfloat1622float2(*(static_cast<const __nv_bfloat162*>(scales) + index / 2));
+  }
+  return *reinterpret_cast<const float2*>(static_cast<const float*>(scales) + index);
+}
+
+__device__ __forceinline__ float load_scale(const void* scales, int type, int64_t index) {
+  if (type == int(WxA16ScaleType::F16))
+    return __half2float(static_cast<const __half*>(scales)[index]);
+  if (type == int(WxA16ScaleType::BF16)) {
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(scales)[index]);
+  }
+  return static_cast<const float*>(scales)[index];
+}
+
+__device__ __forceinline__ void atomic_add_pair(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+
+template <int BITS, int SPG, int MT>
+__global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel(StreamParams p) {
+  constexpr int KU = BITS == 4 ? 128 : 64;
+  constexpr int STEPS = KU / 16;
+  constexpr int SEGS = STEPS / SPG;
+  constexpr int ROWS = MT * 16;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __shared__ int is_last_block;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int group_row = lane / 4, t4 = lane % 4;
+  const int col_block = blockIdx.x;
+  const int64_t u_begin = int64_t(blockIdx.y) * p.units_per_split;
+  const int64_t u_end = min(u_begin + p.units_per_split, p.k_units);
+  const int slice_cols = p.units_per_split * KU;
+  // +8 elements (16 bytes) per row: ldmatrix's 8 row addresses then hit 8 distinct bank groups.
+  const int stride = slice_cols + 8;
+
+  int64_t tile[kTilesPerWarp];
+  bool valid[kTilesPerWarp];
+#pragma unroll
+  for (int j = 0; j < kTilesPerWarp; ++j) {
+    tile[j] = int64_t(col_block) * kTilesPerBlock + warp * kTilesPerWarp + j;
+    valid[j] = tile[j] < p.n_tiles;
+  }
+
+  // The first unit's codes are requested before the x slice: the two latencies overlap.
+  uint4 q[kTilesPerWarp], q_next[kTilesPerWarp];
+#pragma unroll
+  for (int j = 0; j < kTilesPerWarp; ++j) {
+    q[j] = make_uint4(0, 0, 0, 0);
+    if (valid[j] && u_begin < u_end) {
+      q[j] = load_streaming(p.codes + (tile[j] * p.k_units + u_begin) * 32 + lane);
+    }
+  }
+
+  // x[:, slice] into shared memory, zero past M and past K (padding codes then multiply 0).
+  const int64_t k0 = u_begin * KU;
+  const int vectors_per_row = slice_cols / 8;
+  for (int i = threadIdx.x; i < ROWS * vectors_per_row; i += kThreads) {
+    const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
+    const int64_t k = k0 + c;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (r < p.m) {
+      const __nv_bfloat16* src = p.x + int64_t(r) * p.k + k;
+      if (p.x_vector && k + 8 <= p.k) {
+        v = *reinterpret_cast<const uint4*>(src);
+      } else {
+        __nv_bfloat16 e[8];
+        for (int j = 0; j < 8; ++j) e[j] = k + j < p.k ? src[j] : __float2bfloat16(0.0f);
+        v = *reinterpret_cast<const uint4*>(e);
+      }
+    }
+    *reinterpret_cast<uint4*>(xs + r * stride + c) = v;
+  }
+  __syncthreads();
+
+  float acc[kTilesPerWarp][MT][4];
+#pragma unroll
+  for (int j = 0; j < kTilesPerWarp; ++j)
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][mt][e] = 0.0f;
+
+  for (int64_t u = u_begin; u < u_end; ++u) {
+    // Next unit's codes in flight while this one is multiplied.
+#pragma unroll
+    for (int j = 0; j < kTilesPerWarp; ++j) {
+      q_next[j] = make_uint4(0, 0, 0, 0);
+      if (valid[j] && u + 1 < u_end) {
+        q_next[j] = load_streaming(p.codes + (tile[j] * p.k_units + u + 1) * 32 + lane);
+      }
+    }
+    const __nv_bfloat16* x_unit =
+        xs + (lane % 16) * stride + int(u - u_begin) * KU + (lane / 16) * 8;
+    static_for<SEGS>([&](auto seg_constant) {
+      constexpr int seg = decltype(seg_constant)::value;
+      const int64_t group = min((u * KU + seg * SPG * 16) / p.group_size, p.n_groups - 1);
+      uint32_t zero[kTilesPerWarp];
+#pragma unroll
+      for (int j = 0; j < kTilesPerWarp; ++j) {
+        int z = p.symmetric_zero;
+        if (p.zeros != nullptr && valid[j]) {
+          z = p.zeros[(tile[j] * p.n_groups + group) * 8 + group_row];
+        }
+        zero[j] = zero_word<BITS>(z);
+      }
+      float part[kTilesPerWarp][MT][4];
+#pragma unroll
+      for (int j = 0; j < kTilesPerWarp; ++j)
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[j][mt][e] = 0.0f;
+
+      static_for<SPG>([&](auto step_constant) {
+        constexpr int S = seg * SPG + decltype(step_constant)::value;
+        uint32_t a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) ldmatrix_x4(a[mt], x_unit + mt * 16 * stride + S * 16);
+#pragma unroll
+        for (int j = 0; j < kTilesPerWarp; ++j) {
+          uint32_t b0, b1;
+          b_fragment<BITS, S>(q[j], zero[j], b0, b1);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) mma_bf16_16816(part[j][mt], a[mt], b0, b1);
+        }
+      });
+
+#pragma unroll
+      for (int j = 0; j < kTilesPerWarp; ++j) {
+        float2 s = make_float2(0.0f, 0.0f);
+        if (valid[j]) {
+          s = load_scale_pair(p.scales, p.scale_type, (tile[j] * p.n_groups + group) * 8 + 2 * t4);
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          acc[j][mt][0] += part[j][mt][0] * s.x;
+          acc[j][mt][1] += part[j][mt][1] * s.y;
+          acc[j][mt][2] += part[j][mt][2] * s.x;
+          acc[j][mt][3] += part[j][mt][3] * s.y;
+        }
+      }
+    });
+#pragma unroll
+    for (int j = 0; j < kTilesPerWarp; ++j) q[j] = q_next[j];
+  }
+
+  // C fragment: rows 16·mt + group_row (+8), columns 8·tile + 2·t4 (+1).
+  if (p.splits == 1) {
+#pragma unroll
+    for (int j = 0; j < kTilesPerWarp; ++j) {
+      if (!valid[j]) continue;
+      const int64_t col = tile[j] * 8 + 2 * t4;
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int row = mt * 16 + group_row + 8 * half;
+          if (row >= p.m) continue;
+          __nv_bfloat16* dst = p.y + int64_t(row) * p.n + col;
+          if (col < p.n) dst[0] = __float2bfloat16(acc[j][mt][2 * half]);
+          if (col + 1 < p.n) dst[1] = __float2bfloat16(acc[j][mt][2 * half + 1]);
+        }
+      }
+    }
+    return;
+  }
+
+#pragma unroll
+  for (int j = 0; j < kTilesPerWarp; ++j) {
+    if (!valid[j]) continue;
+    const int64_t col = tile[j] * 8 + 2 * t4;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int row = mt * 16 + group_row + 8 * half;
+        if (row < p.m) {
+          atomic_add_pair(p.partial + int64_t(row) * p.partial_ld + col, acc[j][mt][2 * half],
+                          acc[j][mt][2 * half + 1]);
+        }
+      }
+    }
+  }
+  // The last CTA of this column block (split-K semaphore) converts the sums and re-zeroes them.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    is_last_block = atomicAdd(p.counters + col_block, 1) == p.splits - 1;
+  }
+  __syncthreads();
+  if (!is_last_block) return;
+  __threadfence();
+  const int64_t col_begin = int64_t(col_block) * kTilesPerBlock * 8;
+  const int64_t cols = min(int64_t(kTilesPerBlock * 8), p.partial_ld - col_begin);
+  for (int64_t i = threadIdx.x; i < p.m * cols; i += kThreads) {
+    const int64_t row = i / cols, col = col_begin + i % cols;
+    float* cell = p.partial + row * p.partial_ld + col;
+    const float sum = __ldcg(cell);
+    __stcg(cell, 0.0f);
+    if (col < p.n) p.y[row * p.n + col] = __float2bfloat16(sum);
+  }
+  if (threadIdx.x == 0) p.counters[col_block] = 0;
+}
+
+template <int BITS>
+__global__ void wxa16_dequantize_kernel(const uint4* codes, const void* scales, int scale_type,
+                                        const uint8_t* zeros, int symmetric_zero, int64_t n_groups,
+                                        int64_t group_size, int64_t n_tiles, int64_t k_units,
+                                        __nv_bfloat16* out) {
+  constexpr int KU = BITS == 4 ? 128 : 64;
+  const int64_t unit = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (unit >= n_tiles * k_units) return;
+  const int lane = threadIdx.x % 32, t4 = lane % 4;
+  const int64_t tile = unit / k_units, u = unit % k_units;
+  const int64_t row = tile * 8 + lane / 4;
+  const int64_t padded_cols = k_units * KU;
+  const uint4 q = codes[unit * 32 + lane];
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+  for (int s = 0; s < KU / 16; ++s) {
+    const int64_t k = u * KU + 16 * s + 2 * t4;
+    const int64_t group = min(k / group_size, n_groups - 1);
+    const int64_t meta = (tile * n_groups + group) * 8 + lane / 4;
+    const float scale = load_scale(scales, scale_type, meta);
+    const float zero = float(zeros != nullptr ? zeros[meta] : symmetric_zero);
+    for (int reg = 0; reg < 2; ++reg) {
+      float v[2];
+      for (int e = 0; e < 2; ++e) {
+        uint32_t code;
+        if constexpr (BITS == 4) {
+          const int j = (s % 2) * 2 + reg;
+          code = (words[s / 2] >> (4 * j + 16 * e)) & 0xFu;
+        } else {
+          code = (words[s] >> (8 * (2 * reg + e))) & 0xFFu;
+        }
+        v[e] = (float(code) - zero) * scale;
+      }
+      *reinterpret_cast<__nv_bfloat162*>(out + row * padded_cols + k + 8 * reg) =
+          __floats2bfloat162_rn(v[0], v[1]);
+    }
+  }
+}
+
+int sm_count() {
+  static const int count = [] {
+    int device = 0, value = 0;
+    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
+    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
+    return value;
+  }();
+  return count;
+}
+
+template <int BITS, int SPG, int MT>
+void launch_stream_kernel(const StreamParams& p, dim3 grid, int smem_bytes, cudaStream_t stream) {
+  static const bool configured = [] {
+    NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(wxa16_stream_kernel<BITS, SPG, MT>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           kMaxSmemBytes));
+    return true;
+  }();
+  (void)configured;
+  wxa16_stream_kernel<BITS, SPG, MT><<<grid, kThreads, smem_bytes, stream>>>(p);
+  NIBBLE_CUDA_CHECK_LAUNCH("wxa16_stream_kernel");
+}
+
+template <int BITS, int SPG>
+void launch_for_rows(const StreamParams& p, dim3 grid, int smem_bytes, int mt,
+                     cudaStream_t stream) {
+  if (mt == 1) return launch_stream_kernel<BITS, SPG, 1>(p, grid, smem_bytes, stream);
+  if (mt == 2) return launch_stream_kernel<BITS, SPG, 2>(p, grid, smem_bytes, stream);
+  launch_stream_kernel<BITS, SPG, 4>(p, grid, smem_bytes, stream);
+}
+
+void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloat16* y,
+                 WxA16Workspace& ws, cudaStream_t stream) {
+  const int ku = w.unit_cols();
+  const int mt = m <= 16 ? 1 : m <= 32 ? 2 : 4;
+  const int rows = mt * 16;
+  const int64_t col_blocks = (w.n_tiles + kTilesPerBlock - 1) / kTilesPerBlock;
+  // Split K so that the busiest SM streams the fewest units: cost(splits) = waves × (units per
+  // CTA + a CTA's fixed latency, worth ~1.5 units: x slice, first loads, the split-K epilogue).
+  // Few large CTAs that stream continuously beat many one-unit CTAs (measured: 768 CTAs of one
+  // unit per warp streamed 0.67 TB/s), and fewer splits mean fewer partial-sum atomics.
+  const int64_t resident = int64_t(sm_count()) * (mt == 1 ? 2 : 1);
+  const int64_t max_units = (kMaxSmemBytes / (rows * 2) - 8) / ku;
+  int64_t units = std::min(w.k_units, max_units);
+  double best_cost = 1e300;
+  for (int64_t s = (w.k_units + max_units - 1) / max_units; s <= w.k_units; ++s) {
+    const int64_t u = (w.k_units + s - 1) / s;
+    if ((w.k_units + u - 1) / u != s) continue;  // same CTAs as a smaller split count
+    const int64_t waves = (col_blocks * s + resident - 1) / resident;
+    const double cost = double(waves) * (double(u) + 1.5);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      units = u;
+    }
+  }
+  const int64_t splits = (w.k_units + units - 1) / units;
+
+  StreamParams p{};
+  p.codes = w.codes.get<const uint4>();
+  p.scales = w.scales.get();
+  p.zeros = w.zeros.bytes() > 0 ? w.zeros.get<const uint8_t>() : nullptr;
+  p.scale_type = int(w.scale_type);
+  p.symmetric_zero = w.symmetric_zero;
+  p.n_groups = w.n_groups;
+  p.group_size = w.group_size;
+  p.x = x;
+  p.m = m;
+  p.k = w.cols;
+  p.x_vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  p.k_units = w.k_units;
+  p.n_tiles = w.n_tiles;
+  p.n = w.rows;
+  p.y = y;
+  p.partial_ld = w.n_tiles * 8;
+  p.units_per_split = int(units);
+  p.splits = int(splits);
+  if (splits > 1) {
+    // Fresh allocations are zeroed once; the kernel leaves them zero after every call.
+    if (ws.partial_sums.ensure(size_t(kMaxPassRows) * size_t(p.partial_ld) * sizeof(float))) {
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.partial_sums.get(), 0, ws.partial_sums.bytes(), stream));
+    }
+    if (ws.counters.ensure(size_t(col_blocks) * sizeof(int))) {
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.counters.get(), 0, ws.counters.bytes(), stream));
+    }
+    p.partial = ws.partial_sums.get<float>();
+    p.counters = ws.counters.get<int>();
+  }
+  const dim3 grid{unsigned(col_blocks), unsigned(splits), 1u};
+  const int smem_bytes = rows * (int(units) * ku + 8) * 2;
+  const int64_t spg_cols = std::min<int64_t>(ku, w.group_size);
+  if (w.bits == 4) {
+    if (spg_cols == 32) return launch_for_rows<4, 2>(p, grid, smem_bytes, mt, stream);
+    if (spg_cols == 64) return launch_for_rows<4, 4>(p, grid, smem_bytes, mt, stream);
+    return launch_for_rows<4, 8>(p, grid, smem_bytes, mt, stream);
+  }
+  if (spg_cols == 32) return launch_for_rows<8, 2>(p, grid, smem_bytes, mt, stream);
+  launch_for_rows<8, 4>(p, grid, smem_bytes, mt, stream);
+}
+
+}  // namespace
+
+void wxa16_dequantize(const WxA16Weight& w, void* out, cudaStream_t stream) {
+  const int64_t units = w.n_tiles * w.k_units;
+  const unsigned blocks = unsigned((units + 7) / 8);
+  const uint8_t* zeros = w.zeros.bytes() > 0 ? w.zeros.get<const uint8_t>() : nullptr;
+  auto* dst = static_cast<__nv_bfloat16*>(out);
+  if (w.bits == 4) {
+    wxa16_dequantize_kernel<4><<<blocks, kThreads, 0, stream>>>(
+        w.codes.get<const uint4>(), w.scales.get(), int(w.scale_type), zeros, w.symmetric_zero,
+        w.n_groups, w.group_size, w.n_tiles, w.k_units, dst);
+  } else {
+    wxa16_dequantize_kernel<8><<<blocks, kThreads, 0, stream>>>(
+        w.codes.get<const uint4>(), w.scales.get(), int(w.scale_type), zeros, w.symmetric_zero,
+        w.n_groups, w.group_size, w.n_tiles, w.k_units, dst);
+  }
+  NIBBLE_CUDA_CHECK_LAUNCH("wxa16_dequantize_kernel");
+}
+
+void wxa16_linear(LtGemm& lt, const WxA16Weight& w, const void* x, int64_t m, void* y,
+                  WxA16Workspace& ws, cudaStream_t stream, WxA16Path path) {
+  NIBBLE_CHECK(m > 0, "wxa16_linear: {} rows of activations", m);
+  if (path == WxA16Path::Auto) {
+    path = m <= kWxA16StreamMaxM ? WxA16Path::Stream : WxA16Path::DequantGemm;
+  }
+  const auto* xb = static_cast<const __nv_bfloat16*>(x);
+  auto* yb = static_cast<__nv_bfloat16*>(y);
+  if (path == WxA16Path::Stream) {
+    for (int64_t m0 = 0; m0 < m; m0 += kMaxPassRows) {
+      const int rows = int(std::min<int64_t>(kMaxPassRows, m - m0));
+      stream_pass(w, xb + m0 * w.cols, rows, yb + m0 * w.rows, ws, stream);
+    }
+    return;
+  }
+  ws.dequantized.ensure(size_t(w.n_tiles * 8) * size_t(w.padded_cols()) * 2);
+  wxa16_dequantize(w, ws.dequantized.get(), stream);
+  LtProblem p;
+  p.m = m;
+  p.n = w.rows;
+  p.k = w.cols;
+  p.input_type = CUDA_R_16BF;
+  p.x = x;
+  p.ldx = w.cols;
+  p.w = ws.dequantized.get();
+  p.ldw = w.padded_cols();
+  p.y = y;
+  p.ldy = w.rows;
+  lt.matmul(p, stream);
+}
+
+}  // namespace nibble::cuda

@@ -1,0 +1,76 @@
+#pragma once
+// Weight-only quantized linear layers on the GPU: W4A16 and W8A16 (integer codes, per-group or
+// per-channel scales in f32/f16/bf16, symmetric or with integer zero points), bf16 activations.
+//
+// The weight is repacked once at load (prepare_wxa16_weight) into "units" of 8 output rows × KU
+// input columns (KU = 128 for 4-bit, 64 for 8-bit): 512 bytes, 16 per lane of a warp, ordered so
+// that each lane's 16 bytes are exactly its B fragments of `mma.m16n8k16` for the whole unit.
+// A warp streams a unit with one coalesced 16-byte load per lane and never shuffles.
+//
+// Two paths (wxa16_linear picks by M):
+//  - Stream (M ≤ kWxA16StreamMaxM): the tensor-core streaming kernel. Codes become bf16 in
+//    registers (a magic-exponent OR, then one subtraction of 128+zero, exact), activations come
+//    from shared memory through ldmatrix, products accumulate in f32 per group and are scaled
+//    there. The grid splits K so that every SM streams (split-K partial sums meet in an f32
+//    workspace through atomics; the last CTA of each column block writes bf16 and re-zeroes the
+//    workspace, so no memset runs per call). M up to 64 is one pass over the weight; larger M
+//    takes one pass per 64 rows.
+//  - DequantGemm (larger M): dequantize the whole weight to bf16 into a workspace, then
+//    cuBLASLt's bf16 GEMM (compute-bound there, so the extra pass is a small share).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/device_buffer.h"
+#include "backend/cuda/lt_gemm.h"
+#include "quant/scheme.h"
+
+namespace nibble::cuda {
+
+inline constexpr int64_t kWxA16StreamMaxM = 128;
+
+enum class WxA16ScaleType : uint8_t { F32, F16, BF16 };
+
+struct WxA16Weight {
+  int bits = 4;            // 4 or 8
+  int64_t rows = 0;        // N
+  int64_t cols = 0;        // K
+  int64_t n_tiles = 0;     // ⌈N / 8⌉
+  int64_t k_units = 0;     // ⌈K / KU⌉
+  int64_t group_size = 0;  // columns per scale (K for per-channel)
+  int64_t n_groups = 0;    // scale columns per row
+  WxA16ScaleType scale_type = WxA16ScaleType::F32;
+  int symmetric_zero = 0;  // the zero of every group when `zeros` is empty (8 / 128 / 0)
+  DeviceBuffer codes;      // [n_tiles][k_units][32 lanes][16 bytes]
+  DeviceBuffer scales;     // [n_tiles][n_groups][8] of scale_type (0 for padding rows)
+  DeviceBuffer zeros;      // [n_tiles][n_groups][8] uint8, empty when symmetric
+
+  int unit_cols() const { return bits == 4 ? 128 : 64; }
+  int64_t padded_cols() const { return k_units * unit_cols(); }
+  // Bytes the kernel must stream per call: codes, scales and zeros.
+  size_t stream_bytes() const { return codes.bytes() + scales.bytes() + zeros.bytes(); }
+};
+
+// Repacks a QuantizedTensor with elem Int4/UInt4/Int8/UInt8, one scale per row per group
+// (group size a multiple of 16 that divides or is a multiple of KU, or per-channel), integer or
+// no zeros, no act-order. Anything else is an Error naming `what`.
+WxA16Weight prepare_wxa16_weight(const quant::QuantizedTensor& weight, const char* what);
+
+// Scratch owned by the caller (one per stream); grown on first use.
+struct WxA16Workspace {
+  DeviceBuffer partial_sums;  // f32 [64][n_tiles * 8], all zero between calls
+  DeviceBuffer counters;      // int per column block, all zero between calls
+  DeviceBuffer dequantized;   // bf16 [n_tiles * 8][padded_cols] for the DequantGemm path
+};
+
+enum class WxA16Path : uint8_t { Auto, Stream, DequantGemm };
+
+// y[M, N] (bf16, rows of N) = x[M, K] (bf16, rows of K) · dequant(W)ᵀ.
+void wxa16_linear(LtGemm& lt, const WxA16Weight& weight, const void* x, int64_t m, void* y,
+                  WxA16Workspace& workspace, cudaStream_t stream, WxA16Path path = WxA16Path::Auto);
+
+// The bf16 dequantization of the repacked weight into out[n_tiles * 8][padded_cols] (rows past N
+// and columns past K hold padding); the DequantGemm path's first step, exposed for tests.
+void wxa16_dequantize(const WxA16Weight& weight, void* out, cudaStream_t stream);
+
+}  // namespace nibble::cuda

@@ -1,0 +1,276 @@
+// GPU linear kernels against the CPU scalar reference (quant::dequantize + f64 matmul) on fresh
+// random inputs, odd shapes included, outputs poisoned with NaN before every run.
+//
+// Bounds, per element, |y - ref| ≤ rel·|ref| + abs·Σ|x·w|:
+//  - bf16 output rounding is ≤ 2^-9·|y|: rel = 2^-8 covers it with room;
+//  - f32 accumulation in any order (tensor cores, split-K atomics) is ≪ 2^-12·Σ|x·w|;
+//  - the DequantGemm path rounds each weight to bf16 first (≤ 2^-9 each): abs = 2^-8;
+//  - fp8: e4m3 × e4m3 products are exact, so as bf16, but cuBLASLt's fast accumulation keeps
+//    fewer bits (abs = 2^-9) and the fallback scaling adds one bf16 rounding (rel = 2^-7).
+#include <cuda_bf16.h>
+
+#include <cstring>
+
+#include "backend/cuda/fp8_linear.h"
+#include "backend/cuda/lt_gemm.h"
+#include "backend/cuda/wxa16_linear.h"
+#include "gpu_test_util.h"
+#include "quant/reference/dequantize.h"
+#include "quant/reference/fp8.h"
+#include "quant/types.h"
+#include "reference_adapter.h"
+
+namespace nibble::gpu_test {
+namespace {
+
+using cuda::DeviceBuffer;
+using quant::QuantizedTensor;
+
+constexpr double kRel = 1.0 / 256;
+constexpr double kAccum = 1.0 / 4096;
+constexpr double kBf16Weights = 1.0 / 256;
+
+std::vector<float> to_floats(const std::vector<__nv_bfloat16>& v) {
+  std::vector<float> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = __bfloat162float(v[i]);
+  return out;
+}
+
+cuda::LtGemm& lt() {
+  static cuda::LtGemm instance;
+  return instance;
+}
+
+GPU_TEST(dense_bf16_gemm_matches_f64) {
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape s : {Shape{1, 4096, 1024}, Shape{17, 1000, 777}, Shape{64, 256, 4096},
+                        Shape{300, 96, 200}, Shape{3, 7, 9}}) {
+    const auto x = random_bf16(size_t(s.m * s.k), 1.0f);
+    const auto w = random_bf16(size_t(s.n * s.k), 0.05f);
+    auto dx = to_device(x), dw = to_device(w);
+    DeviceBuffer dy(size_t(s.m * s.n) * 2);
+    poison(dy);
+    cuda::dense_gemm_bf16(lt(), dx.get(), dw.get(), dy.get(), s.m, s.n, s.k, nullptr);
+    const auto ref = reference_matmul(to_floats(x), to_floats(w), s.m, s.n, s.k);
+    char what[128];
+    std::snprintf(what, sizeof(what), "bf16 M=%lld N=%lld K=%lld", (long long)s.m, (long long)s.n,
+                  (long long)s.k);
+    expect_close(what, to_host<__nv_bfloat16>(dy, size_t(s.m * s.n)), ref, kRel, kAccum);
+  }
+}
+
+struct IntCase {
+  int bits;
+  bool symmetric;
+  int64_t group;  // -1: per-channel
+  quant::ScaleDType scale_dtype;
+  int64_t n, k;
+  std::vector<int64_t> ms;
+};
+
+// A random weight quantized by the reference RTN quantizer, with scales rounded to the tagged
+// dtype as a checkpoint would store them.
+QuantizedTensor random_int_weight(const IntCase& c) {
+  const auto w = random_floats(size_t(c.n * c.k), 0.05f);
+  QuantizedTensor t = reference_rtn_int(w, c.n, c.k, c.bits, c.group, c.symmetric);
+  for (float& s : t.scales) {
+    if (c.scale_dtype == quant::ScaleDType::F16) s = __half2float(__float2half_rn(s));
+    if (c.scale_dtype == quant::ScaleDType::BF16) s = bf16_round(s);
+  }
+  t.scale_dtype = c.scale_dtype;
+  return t;
+}
+
+const char* dtype_name(quant::ScaleDType d) {
+  return d == quant::ScaleDType::F16 ? "f16" : d == quant::ScaleDType::BF16 ? "bf16" : "f32";
+}
+
+void run_int_case(const IntCase& c) {
+  const QuantizedTensor t = random_int_weight(c);
+  const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(t, "test weight");
+  const std::vector<float> deq = quant::dequantize(t);
+
+  // The bf16 dequantization is exact up to the one rounding of each weight to bf16.
+  {
+    DeviceBuffer out(size_t(w.n_tiles * 8 * w.padded_cols()) * 2);
+    poison(out);
+    cuda::wxa16_dequantize(w, out.get(), nullptr);
+    const auto host = to_host<__nv_bfloat16>(out, size_t(w.n_tiles * 8 * w.padded_cols()));
+    size_t mismatches = 0;
+    for (int64_t n = 0; n < c.n; ++n) {
+      for (int64_t k = 0; k < c.k; ++k) {
+        const float got = __bfloat162float(host[size_t(n * w.padded_cols() + k)]);
+        if (!(got == bf16_round(deq[size_t(n * c.k + k)]))) ++mismatches;
+      }
+    }
+    GPU_EXPECT(mismatches == 0,
+               "W%dA16 dequantize: %zu of %lld weights differ from bf16(reference)", c.bits,
+               mismatches, (long long)(c.n * c.k));
+  }
+
+  cuda::WxA16Workspace ws;
+  for (const int64_t m : c.ms) {
+    const auto x = random_bf16(size_t(m * c.k), 1.0f);
+    const auto ref = reference_matmul(to_floats(x), deq, m, c.n, c.k);
+    auto dx = to_device(x);
+    DeviceBuffer dy(size_t(m * c.n) * 2);
+    for (const auto path : {cuda::WxA16Path::Stream, cuda::WxA16Path::DequantGemm}) {
+      // Twice per path: the second call checks that the split-K workspace was left clean.
+      for (int repeat = 0; repeat < 2; ++repeat) {
+        poison(dy);
+        cuda::wxa16_linear(lt(), w, dx.get(), m, dy.get(), ws, nullptr, path);
+        char what[160];
+        std::snprintf(what, sizeof(what), "W%dA16 %s g%lld %s N=%lld K=%lld M=%lld %s#%d", c.bits,
+                      c.symmetric ? "sym" : "asym", (long long)c.group, dtype_name(c.scale_dtype),
+                      (long long)c.n, (long long)c.k, (long long)m,
+                      path == cuda::WxA16Path::Stream ? "stream" : "dequant+lt", repeat);
+        const bool stream = path == cuda::WxA16Path::Stream;
+        expect_close(what, to_host<__nv_bfloat16>(dy, size_t(m * c.n)), ref, kRel,
+                     stream ? kAccum : kBf16Weights);
+      }
+    }
+  }
+}
+
+GPU_TEST(w4a16_matches_reference) {
+  using D = quant::ScaleDType;
+  const IntCase cases[] = {
+      {4, true, 128, D::BF16, 1000, 4096, {1, 7, 16}},
+      {4, false, 128, D::F16, 523, 1000, {1, 16, 33}},
+      {4, true, 32, D::F32, 264, 2080, {5, 64}},
+      {4, false, 64, D::BF16, 777, 4160, {100}},
+      {4, true, -1, D::F16, 300, 333, {3, 130}},
+      {4, true, 128, D::F16, 4096, 4096, {1}},
+  };
+  for (const auto& c : cases) run_int_case(c);
+}
+
+GPU_TEST(w8a16_matches_reference) {
+  using D = quant::ScaleDType;
+  const IntCase cases[] = {
+      {8, true, -1, D::BF16, 1000, 4096, {1, 16, 64}},
+      {8, false, 64, D::F16, 301, 999, {9}},
+      {8, true, 128, D::F32, 512, 1024, {2}},
+      {8, true, 32, D::F16, 96, 4096, {17}},
+  };
+  for (const auto& c : cases) run_int_case(c);
+}
+
+GPU_TEST(wxa16_refuses_act_order_with_the_tensor_name) {
+  IntCase c{4, true, 128, quant::ScaleDType::F16, 16, 256, {}};
+  QuantizedTensor t = random_int_weight(c);
+  t.g_idx.assign(size_t(t.cols), 0);
+  for (int64_t k = 0; k < t.cols; ++k) t.g_idx[size_t(k)] = int32_t(k / 128);
+  std::string message;
+  try {
+    cuda::prepare_wxa16_weight(t, "layers.0.mlp.down_proj");
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  GPU_EXPECT(message.find("layers.0.mlp.down_proj") != std::string::npos &&
+                 message.find("g_idx") != std::string::npos,
+             "message: '%s'", message.c_str());
+}
+
+// CPU twin of quantize_fp8_per_token: the same f32 operations.
+void reference_per_token(const std::vector<float>& x, int64_t m, int64_t k,
+                         std::vector<uint8_t>& codes, std::vector<float>& scales) {
+  codes.assign(size_t(m * k), 0);
+  scales.assign(size_t(m), 1.0f);
+  for (int64_t i = 0; i < m; ++i) {
+    float amax = 0.0f;
+    for (int64_t l = 0; l < k; ++l) amax = std::max(amax, std::fabs(x[size_t(i * k + l)]));
+    const float s = amax > 0.0f ? amax / 448.0f : 1.0f;
+    scales[size_t(i)] = s;
+    for (int64_t l = 0; l < k; ++l) {
+      codes[size_t(i * k + l)] = quant::f32_to_fp8_e4m3(x[size_t(i * k + l)] / s);
+    }
+  }
+}
+
+GPU_TEST(fp8_w8a8_matches_reference) {
+  struct Case {
+    int64_t m, n, k;
+    bool per_channel, per_token, fast_accum;
+  };
+  const Case cases[] = {
+      {1, 1000, 4096, false, false, false}, {1, 1000, 4096, true, true, false},
+      {33, 523, 1000, true, true, false},   {33, 523, 1000, false, true, false},
+      {128, 256, 2048, true, false, false}, {128, 256, 2048, false, false, true},
+      {5, 64, 100, true, true, true},       {300, 200, 512, true, true, false},
+  };
+  for (const auto& c : cases) {
+    const auto wf = random_floats(size_t(c.n * c.k), 0.05f);
+    const QuantizedTensor t = reference_fp8(wf, c.n, c.k, c.per_channel);
+    const cuda::Fp8Weight w = cuda::prepare_fp8_weight(t, "test fp8 weight");
+    const std::vector<float> deq = quant::dequantize(t);
+    const auto x = random_bf16(size_t(c.m * c.k), 1.0f);
+    const auto xf = to_floats(x);
+
+    // The activations the kernel multiplies: the CPU twin's, checked code for code.
+    std::vector<uint8_t> codes;
+    std::vector<float> scales;
+    float static_scale = 0.0f;
+    if (c.per_token) {
+      reference_per_token(xf, c.m, c.k, codes, scales);
+    } else {
+      float amax = 0.0f;
+      for (float v : xf) amax = std::max(amax, std::fabs(v));
+      static_scale = amax / 448.0f * 1.25f;  // a calibrated scale rarely meets the batch's max
+      codes.resize(xf.size());
+      for (size_t i = 0; i < xf.size(); ++i)
+        codes[i] = quant::f32_to_fp8_e4m3(xf[i] / static_scale);
+      scales.assign(size_t(c.m), static_scale);
+    }
+    std::vector<float> xq(xf.size());
+    for (size_t i = 0; i < xq.size(); ++i) {
+      xq[i] =
+          quant::decode_float_code(quant::ElemType::Fp8E4M3, codes[i]) * scales[i / size_t(c.k)];
+    }
+    const auto ref = reference_matmul(xq, deq, c.m, c.n, c.k);
+
+    auto dx = to_device(x);
+    DeviceBuffer dy(size_t(c.m * c.n) * 2);
+    poison(dy);
+    cuda::Fp8Workspace ws;
+    cuda::Fp8Options options;
+    options.act =
+        c.per_token ? cuda::Fp8ActMode::DynamicPerToken : cuda::Fp8ActMode::StaticPerTensor;
+    options.input_scale = static_scale;
+    options.fast_accum = c.fast_accum;
+    cuda::fp8_linear(lt(), w, dx.get(), c.m, dy.get(), ws, options, nullptr);
+
+    const auto got_codes = to_host<uint8_t>(ws.x_codes, size_t(c.m * w.padded_cols));
+    size_t code_mismatches = 0;
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t l = 0; l < w.padded_cols; ++l) {
+        const uint8_t want = l < c.k ? codes[size_t(i * c.k + l)] : 0;
+        if (got_codes[size_t(i * w.padded_cols + l)] != want) ++code_mismatches;
+      }
+    }
+    GPU_EXPECT(code_mismatches == 0, "fp8 activation codes: %zu differ from the CPU twin",
+               code_mismatches);
+    if (c.per_token) {
+      const auto got_scales = to_host<float>(ws.x_scales, size_t(c.m));
+      GPU_EXPECT(std::memcmp(got_scales.data(), scales.data(), scales.size() * 4) == 0,
+                 "per-token scales differ from the CPU twin");
+    }
+    // Which epilogue ran (cuBLASLt outer-vector scales or the fallback kernel), for the report.
+    DeviceBuffer probe(size_t(c.m * c.n) * 2);
+    const bool lt_scaled =
+        cuda::fp8_gemm(lt(), w, ws.x_codes.get<uint8_t>(), ws.x_scales.get<float>(), c.per_token,
+                       c.m, probe.get(), c.fast_accum, nullptr);
+    char what[160];
+    std::snprintf(what, sizeof(what), "fp8 w:%s x:%s%s M=%lld N=%lld K=%lld (%s)",
+                  c.per_channel ? "channel" : "tensor", c.per_token ? "token" : "static",
+                  c.fast_accum ? " fast" : "", (long long)c.m, (long long)c.n, (long long)c.k,
+                  lt_scaled ? "Lt scales" : "fallback scales");
+    expect_close(what, to_host<__nv_bfloat16>(dy, size_t(c.m * c.n)), ref, 2 * kRel,
+                 c.fast_accum ? 1.0 / 512 : kAccum);
+  }
+}
+
+}  // namespace
+}  // namespace nibble::gpu_test

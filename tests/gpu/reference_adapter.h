@@ -1,0 +1,16 @@
+#pragma once
+// The reference quantizers behind a C++17 interface: the GPU tests compile as C++17 (nvcc cannot
+// take fmt's C++20 format-string checks), quant/reference/quantize.h needs C++20's std::span.
+#include <cstdint>
+#include <vector>
+
+#include "quant/scheme.h"
+
+namespace nibble::gpu_test {
+
+quant::QuantizedTensor reference_rtn_int(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                         int bits, int64_t group_size, bool symmetric);
+quant::QuantizedTensor reference_fp8(const std::vector<float>& w, int64_t rows, int64_t cols,
+                                     bool per_channel);
+
+}  // namespace nibble::gpu_test

@@ -20,8 +20,8 @@ struct ModelSource;
 struct EngineArgs {
   std::string model_path;      // HF directory or GGUF file; empty: the default model
   std::string dtype = "auto";  // auto, float32, bfloat16
-  std::string quantization;    // reserved for the quantized-inference work
-  std::string torchao_config;  // reserved
+  std::string quantization;    // --quantization: the checkpoint's method or an online one
+  std::string torchao_config;  // --torchao-config: torchao-style online quantization
   std::string kv_cache_dtype = "auto";
   int64_t context_length = 0;          // 0: the model's max_position_embeddings
   int64_t max_running_requests = 64;   // sequences decoded together

@@ -148,14 +148,13 @@ std::unique_ptr<cpu::LinearWeight> build_linear(const Checkpoint& checkpoint,
       all.insert(all.end(), part.begin(), part.end());
       total += rows[i];
     }
-    if (!options.online) {
-      return cpu::make_dense_linear(cpu::DenseMatrix(fallback, total, cols, all));
-    }
     // Fused projections quantize as one matrix, as SGLang's fused QKV/gate-up modules do.
-    const quant::LinearScheme scheme = options.online(all, total, cols);
+    std::optional<quant::LinearScheme> scheme;
+    if (options.online) scheme = options.online(all, total, cols);
+    if (!scheme) return cpu::make_dense_linear(cpu::DenseMatrix(fallback, total, cols, all));
     all.clear();
     all.shrink_to_fit();
-    return cpu::make_quantized_linear(scheme.weight, scheme.act, fallback);
+    return cpu::make_quantized_linear(scheme->weight, scheme->act, fallback);
   }
 
   if (all_quantized) {

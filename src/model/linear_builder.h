@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,9 +18,9 @@
 
 namespace nibble {
 
-// Quantizes one dense (possibly fused) weight W[rows, cols] at load time.
-using OnlineQuantizer =
-    std::function<quant::LinearScheme(std::span<const float> w, int64_t rows, int64_t cols)>;
+// Quantizes one dense (possibly fused) weight W[rows, cols] at load time; nullopt leaves it dense.
+using OnlineQuantizer = std::function<std::optional<quant::LinearScheme>(
+    std::span<const float> w, int64_t rows, int64_t cols)>;
 
 struct LinearBuildOptions {
   ComputeType compute = ComputeType::F32;

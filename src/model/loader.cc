@@ -3,6 +3,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <spdlog/spdlog.h>
+
 #include "core/error.h"
 #include "formats/gguf/gguf_checkpoint.h"
 #include "formats/gguf/gguf_model_config.h"
@@ -10,6 +12,9 @@
 #include "formats/hf/hf_checkpoint.h"
 #include "formats/hf/hf_config.h"
 #include "model/gguf_names.h"
+#include "model/linear_builder.h"
+#include "model/llama.h"
+#include "quant/online.h"
 #include "quant/quantized_checkpoint.h"
 
 namespace nibble {
@@ -67,7 +72,8 @@ std::string read_chat_template(const std::filesystem::path& dir) {
   fail("{}: chat_template is neither a string nor a list with a 'default' entry", path.string());
 }
 
-ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& quantization) {
+ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& quantization,
+                        const std::string& torchao_config) {
   ModelSource s;
   s.path = dir;
   s.format = "hf";
@@ -81,8 +87,20 @@ ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& qua
     s.generation.repetition_penalty = static_cast<float>(*gen.repetition_penalty);
   if (gen.do_sample && !*gen.do_sample) s.generation.temperature = 0.0f;
   s.raw_checkpoint = open_hf_checkpoint(dir);
-  // Pre-quantized layers appear as dense `<p>.weight` (dequantized on load) until kernels exist.
+  // Pre-quantized layers appear as dense `<p>.weight` for code that reads them as f32; the model
+  // builder asks the wrapper for the quantized form.
   s.checkpoint = quant::wrap_quantized_checkpoint(s.raw_checkpoint, dir, quantization);
+  if (const auto* q = dynamic_cast<const quant::QuantizedCheckpoint*>(s.checkpoint.get())) {
+    NIBBLE_CHECK(torchao_config.empty(),
+                 "{}: --torchao-config {} needs an unquantized checkpoint, this one is {}",
+                 dir.string(), torchao_config, q->config().method);
+    s.quantization = q->config().method;
+  } else if (auto online = quant::parse_online_method(quantization, torchao_config)) {
+    s.quantization = online->name;
+    s.online_quantization = true;
+  }
+  s.quantization_flag = quantization;
+  s.torchao_config = torchao_config;
   // Random-weight checkpoints (`nibble synth`) carry no tokenizer; they run on token ids.
   if (std::filesystem::exists(dir / "tokenizer.json")) s.tokenizer = Tokenizer::from_hf_dir(dir);
   s.chat_template = read_chat_template(dir);
@@ -91,8 +109,18 @@ ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& qua
   return s;
 }
 
-ModelSource open_gguf(const std::filesystem::path& path) {
+ModelSource open_gguf(const std::filesystem::path& path, const std::string& quantization,
+                      const std::string& torchao_config) {
+  // SGLang names GGUF's method "gguf"; the file's block types are what runs.
+  NIBBLE_CHECK(quantization.empty() || quantization == "gguf" || quantization == "unquant",
+               "{}: --quantization {}: a GGUF file is already quantized (leave the flag out or "
+               "pass --quantization gguf)",
+               path.string(), quantization);
+  NIBBLE_CHECK(torchao_config.empty(),
+               "{}: --torchao-config {} needs an unquantized HF checkpoint, not a GGUF file",
+               path.string(), torchao_config);
   ModelSource s;
+  s.quantization = "gguf";
   s.path = path;
   s.format = "gguf";
   auto checkpoint = gguf::open_gguf_checkpoint(path);
@@ -109,19 +137,38 @@ ModelSource open_gguf(const std::filesystem::path& path) {
 
 }  // namespace
 
-ModelSource open_model_source(const std::filesystem::path& path, const std::string& quantization) {
+ModelSource open_model_source(const std::filesystem::path& path, const std::string& quantization,
+                              const std::string& torchao_config) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) {
     NIBBLE_CHECK(std::filesystem::exists(path / "config.json"),
                  "{}: not a model directory (no config.json)", path.string());
-    return open_hf_dir(path, quantization);
+    return open_hf_dir(path, quantization, torchao_config);
   }
   NIBBLE_CHECK(std::filesystem::exists(path, ec), "{}: no such file or directory", path.string());
-  return open_gguf(path);
+  return open_gguf(path, quantization, torchao_config);
 }
 
 std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute) {
-  return create_llama_model(source.config, *source.checkpoint, compute);
+  LinearBuildOptions options;
+  options.compute = compute;
+  if (source.online_quantization) {
+    auto method = quant::parse_online_method(source.quantization_flag, source.torchao_config);
+    NIBBLE_CHECK(method.has_value(), "{}: online method {} is no longer known",
+                 source.path.string(), source.quantization);
+    options.online = [method = *method](std::span<const float> w, int64_t rows,
+                                        int64_t cols) -> std::optional<quant::LinearScheme> {
+      // torchao leaves a layer whose K its group size does not divide unquantized, with a log
+      // line; so does nibble, for every method.
+      if (auto problem = quant::online_shape_problem(method, rows, cols)) {
+        spdlog::warn("{}: a [{}, {}] weight stays unquantized: {}", method.name, rows, cols,
+                     *problem);
+        return std::nullopt;
+      }
+      return quant::quantize_online(method, w, rows, cols);
+    };
+  }
+  return create_llama_model(source.config, *source.checkpoint, options);
 }
 
 std::filesystem::path default_model_path() {

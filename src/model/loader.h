@@ -38,13 +38,24 @@ struct ModelSource {
   std::string bos_token, eos_token;
   // Tokens that end generation: the eos id(s) plus end-of-turn tokens of chat models.
   std::vector<int32_t> stop_ids;
+  // How the linear layers are quantized: the checkpoint's method ("gptq", "gguf", ...), an
+  // online method given by --quantization / --torchao-config ("fp8", "int4wo-128", ...), or
+  // empty for a dense model.
+  std::string quantization;
+  bool online_quantization = false;
+  std::string quantization_flag, torchao_config;  // as given
 };
 
 // Reads configs, tokenizer and the tensor table; weights stay memory-mapped. `quantization`
-// is SGLang's --quantization (empty: what the checkpoint says; see quant/resolve.h).
+// is SGLang's --quantization (empty: what the checkpoint says; see quant/resolve.h), and
+// `torchao_config` its --torchao-config; on an unquantized checkpoint either asks for online
+// quantization (quant/online.h), which build_model applies layer by layer.
 ModelSource open_model_source(const std::filesystem::path& path,
-                              const std::string& quantization = "");
+                              const std::string& quantization = "",
+                              const std::string& torchao_config = "");
 
+// Online quantization streams: each dense weight is read, quantized and dropped before the next,
+// so peak memory stays near the quantized model plus one fused bf16/f32 weight.
 std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute);
 
 // $NIBBLE_HOME/models/SmolLM2-135M-Instruct.Q4_1.gguf (NIBBLE_HOME defaults to ~/.cache/nibble).

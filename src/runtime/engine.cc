@@ -53,8 +53,9 @@ uint64_t mix_seed(uint64_t seed, uint64_t index) {
 }
 
 ModelSource open_source(const EngineArgs& args) {
-  return open_model_source(args.model_path.empty() ? default_model_path()
-                                                   : std::filesystem::path(args.model_path));
+  return open_model_source(
+      args.model_path.empty() ? default_model_path() : std::filesystem::path(args.model_path),
+      args.quantization, args.torchao_config);
 }
 
 std::string read_text_file(const std::string& path, const char* what) {
@@ -78,11 +79,6 @@ struct Engine::Impl {
 Engine::Impl::Impl(const EngineArgs& given, ModelSource&& opened)
     : args(given), source(std::move(opened)) {
   const ModelConfig& config = source.config;
-  NIBBLE_CHECK(args.quantization.empty(),
-               "--quantization {}: online quantization is not supported yet", args.quantization);
-  NIBBLE_CHECK(args.torchao_config.empty(),
-               "--torchao-config {}: online quantization is not supported yet",
-               args.torchao_config);
   NIBBLE_CHECK(args.kv_cache_dtype == "auto" || args.kv_cache_dtype == "float32",
                "--kv-cache-dtype {}: only auto (float32) is supported", args.kv_cache_dtype);
   const ComputeType compute =

@@ -68,7 +68,7 @@ double measure_read_bandwidth() {
 
 int run_bench(const BenchOptions& o) {
   o.model.apply_threads();
-  ModelSource source = open_model_source(o.model.resolved_path());
+  ModelSource source = o.model.open();
   const ComputeType compute = o.model.compute_type();
   auto model = build_model(source, compute);
   const ModelConfig& config = model->config();

@@ -19,7 +19,7 @@ struct ChatOptions {
 
 int run_chat(const ChatOptions& o) {
   o.model.apply_threads();
-  ModelSource source = open_model_source(o.model.resolved_path());
+  ModelSource source = o.model.open();
   require_tokenizer(source);
   SamplingParams params = o.sampling.resolve(source.generation);
   auto model = build_model(source, o.model.compute_type());

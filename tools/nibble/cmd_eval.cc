@@ -46,9 +46,10 @@ struct LoadedModel {
   std::unique_ptr<Model> model;
 };
 
-LoadedModel load(const std::filesystem::path& path, ComputeType compute) {
+LoadedModel load(const std::filesystem::path& path, ComputeType compute,
+                 const std::string& quantization = "", const std::string& torchao_config = "") {
   LoadedModel m;
-  m.source = open_model_source(path);
+  m.source = open_model_source(path, quantization, torchao_config);
   m.model = build_model(m.source, compute);
   return m;
 }
@@ -72,7 +73,8 @@ int64_t stride_of(const EvalOptions& o) { return o.stride > 0 ? o.stride : o.con
 
 int run_ppl(const EvalOptions& o) {
   o.model.apply_threads();
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type());
+  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                       o.model.torchao_config);
   const auto path = eval::resolve_text_file(o.file, o.data_dir);
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
   const auto windows =
@@ -123,7 +125,8 @@ int run_kld(const EvalOptions& o) {
                "eval kld: give exactly one of --base (a model) or --base-logits (a file)");
   NIBBLE_CHECK(o.save_base_logits.empty() || !o.base_path.empty(),
                "eval kld: --save-base-logits needs --base");
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type());
+  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                       o.model.torchao_config);
   const auto path = eval::resolve_text_file(o.file, o.data_dir);
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
   eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
@@ -159,7 +162,8 @@ int run_mc(const EvalOptions& o) {
                        o.task == "hellaswag";
   const auto items =
       eval::load_mc_task(o.task, builtin ? eval::resolve_data_dir(o.data_dir) : "", o.limit);
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type());
+  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                       o.model.torchao_config);
   eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
   const auto r = eval::evaluate_multiple_choice(scorer, require_tokenizer(m.source), items);
   nlohmann::json j = {{"task", o.task},
@@ -190,7 +194,8 @@ int run_lambada(const EvalOptions& o) {
                         ? eval::resolve_data_dir(o.data_dir) / "eval" / "lambada_openai.jsonl"
                         : std::filesystem::path(o.file);
   const auto items = eval::load_lambada(path, o.limit);
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type());
+  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                       o.model.torchao_config);
   eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
   const auto r = eval::evaluate_lambada(scorer, require_tokenizer(m.source), items);
   nlohmann::json j = {
@@ -210,7 +215,8 @@ int run_gsm8k(const EvalOptions& o) {
   const auto items = eval::load_gsm8k(test_path, o.limit);
   std::vector<eval::Gsm8kItem> shots;
   if (o.shots > 0) shots = eval::load_gsm8k(data / "eval" / "gsm8k_train.jsonl", o.shots);
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type());
+  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                       o.model.torchao_config);
   const Tokenizer& tokenizer = require_tokenizer(m.source);
   Generator generator(*m.model, &tokenizer, m.source.stop_ids);
   SamplingParams params;

@@ -22,7 +22,7 @@ struct GenerateOptions {
 
 int run_generate(const GenerateOptions& o) {
   o.model.apply_threads();
-  ModelSource source = open_model_source(o.model.resolved_path());
+  ModelSource source = o.model.open();
   require_tokenizer(source);
   SamplingParams params = o.sampling.resolve(source.generation);
   std::vector<int32_t> prompt;

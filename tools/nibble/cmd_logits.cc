@@ -51,7 +51,7 @@ int run_logits(const LogitsOptions& o) {
     fail("{}: not valid JSON: {}", o.prompts_file, e.what());
   }
   NIBBLE_CHECK(prompts.is_array(), "{}: expected an array of token-id arrays", o.prompts_file);
-  ModelSource source = open_model_source(o.model.resolved_path());
+  ModelSource source = o.model.open();
   auto model = build_model(source, o.model.compute_type());
   std::filesystem::create_directories(o.out_dir);
   const int64_t vocab = source.config.vocab_size;

@@ -24,6 +24,7 @@ namespace {
 
 struct ValidateOptions {
   std::string model_path, reference_path;
+  std::string quantization, torchao_config;  // applied to the model, never the reference
   std::string dtype = "float32";
   int threads = 0;
   std::string data_dir, file;
@@ -48,7 +49,7 @@ std::vector<std::string> split_commas(const std::string& s) {
 int run_validate(const ValidateOptions& o) {
   if (o.threads > 0) ThreadPool::set_global_threads(o.threads);
   const ComputeType compute = parse_compute_type(o.dtype);
-  ModelSource model_source = open_model_source(o.model_path);
+  ModelSource model_source = open_model_source(o.model_path, o.quantization, o.torchao_config);
   ModelSource reference_source = open_model_source(o.reference_path);
   auto model = build_model(model_source, compute);
   auto reference = build_model(reference_source, compute);
@@ -117,6 +118,10 @@ NIBBLE_COMMAND(validate, [](CLI::App& app) -> std::function<int()> {
       "Quality gate: perplexity, KL divergence and top-1 agreement of a model against its "
       "reference (and optional tasks); exits 1 naming the failing metrics");
   app.add_option("--model,--model-path,-m", o->model_path, "the model to check")->required();
+  app.add_option("--quantization", o->quantization,
+                 "quantize the model online (see `nibble serve --help`); --model-path may then be "
+                 "the reference itself");
+  app.add_option("--torchao-config", o->torchao_config, "torchao-style online quantization");
   app.add_option("--reference,-r", o->reference_path, "the reference model (e.g. bf16)")
       ->required();
   app.add_option("--dtype", o->dtype, "compute type of both models")->capture_default_str();

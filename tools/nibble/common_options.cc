@@ -12,6 +12,17 @@ void ModelOptions::add(CLI::App& app) {
   app.add_option("--dtype", dtype, "auto, float32 or bfloat16 (weights and compute)")
       ->capture_default_str();
   app.add_option("--threads,-t", threads, "CPU threads (0: all cores)")->capture_default_str();
+  app.add_option("--quantization", quantization,
+                 "the checkpoint's method (default: read from its config), or an online method "
+                 "for an unquantized one: fp8, w8a8_fp8, w8a8_int8, bitsandbytes, int4, q4_0, "
+                 "q4_k, q8_0");
+  app.add_option("--torchao-config", torchao_config,
+                 "online quantization as torchao: int8dq, int8wo, fp8wo, fp8dq-per_tensor, "
+                 "fp8dq-per_row, int4wo-32, int4wo-64, int4wo-128, int4wo-256");
+}
+
+ModelSource ModelOptions::open() const {
+  return open_model_source(resolved_path(), quantization, torchao_config);
 }
 
 std::filesystem::path ModelOptions::resolved_path() const {

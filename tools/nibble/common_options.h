@@ -16,7 +16,11 @@ struct ModelOptions {
   std::string model_path;
   std::string dtype = "auto";  // auto picks bfloat16 when the CPU has native bf16 dot products
   int threads = 0;
+  std::string quantization;    // SGLang's --quantization
+  std::string torchao_config;  // SGLang's --torchao-config
   void add(CLI::App& app);
+  // open_model_source with the path and quantization flags.
+  ModelSource open() const;
   std::filesystem::path resolved_path() const;
   ComputeType compute_type() const;
   void apply_threads() const;

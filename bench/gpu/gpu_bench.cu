@@ -206,6 +206,7 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
         copy.rows = first.rows;
         copy.cols = first.cols;
         copy.padded_cols = first.padded_cols;
+        copy.padded_rows = first.padded_rows;
         copy.per_channel = first.per_channel;
         copy.codes.resize(first.codes.bytes());
         NIBBLE_CUDA_CHECK(cudaMemcpy(copy.codes.get(), first.codes.get(), first.codes.bytes(),
@@ -226,7 +227,7 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
           const float us = median_us(
               [&](size_t c) {
                 lt_scaled = fp8_gemm(lt, w[c], ws.x_codes.get<uint8_t>(), ws.x_scales.get<float>(),
-                                     rowwise, m, y.get(), fast, nullptr);
+                                     rowwise, m, y.get(), fast, ws, nullptr);
               },
               w.size());
           std::string kernel = rowwise ? "nibble_fp8_rowwise" : "nibble_fp8_tensor";

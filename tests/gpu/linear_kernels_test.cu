@@ -261,7 +261,7 @@ GPU_TEST(fp8_w8a8_matches_reference) {
     DeviceBuffer probe(size_t(c.m * c.n) * 2);
     const bool lt_scaled =
         cuda::fp8_gemm(lt(), w, ws.x_codes.get<uint8_t>(), ws.x_scales.get<float>(), c.per_token,
-                       c.m, probe.get(), c.fast_accum, nullptr);
+                       c.m, probe.get(), c.fast_accum, ws, nullptr);
     char what[160];
     std::snprintf(what, sizeof(what), "fp8 w:%s x:%s%s M=%lld N=%lld K=%lld (%s)",
                   c.per_channel ? "channel" : "tensor", c.per_token ? "token" : "static",

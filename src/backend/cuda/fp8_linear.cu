@@ -88,15 +88,18 @@ Fp8Weight prepare_fp8_weight(const quant::QuantizedTensor& t, const char* what) 
   w.rows = t.rows;
   w.cols = t.cols;
   w.padded_cols = (t.cols + 15) / 16 * 16;
+  w.padded_rows = (t.rows + 15) / 16 * 16;
   w.per_channel = granularity == quant::ScaleGranularity::PerChannel;
-  std::vector<uint8_t> codes(size_t(w.rows * w.padded_cols), 0);
+  std::vector<uint8_t> codes(size_t(w.padded_rows * w.padded_cols), 0);
   for (int64_t n = 0; n < t.rows; ++n) {
     std::memcpy(codes.data() + n * w.padded_cols, t.codes.data() + n * t.row_bytes, size_t(t.cols));
   }
   w.codes.resize(codes.size());
   w.codes.upload(codes.data(), codes.size());
-  std::vector<float> scales(w.per_channel ? size_t(t.rows) : 1);
-  for (size_t i = 0; i < scales.size(); ++i) scales[i] = t.scales[i] * t.global_scale;
+  std::vector<float> scales(w.per_channel ? size_t(w.padded_rows) : 1, 1.0f);
+  for (size_t i = 0; i < (w.per_channel ? size_t(t.rows) : 1); ++i) {
+    scales[i] = t.scales[i] * t.global_scale;
+  }
   w.scales.resize(scales.size() * sizeof(float));
   w.scales.upload(scales.data(), w.scales.bytes());
   return w;
@@ -117,32 +120,43 @@ void quantize_fp8_static(const void* x, int64_t m, int64_t k, int64_t ld_out, co
 }
 
 bool fp8_gemm(LtGemm& lt, const Fp8Weight& w, const uint8_t* x_codes, const float* x_scale,
-              bool x_per_token, int64_t m, void* y, bool fast_accum, cudaStream_t stream) {
+              bool x_per_token, int64_t m, void* y, bool fast_accum, Fp8Workspace& ws,
+              cudaStream_t stream) {
+  const bool padded = w.padded_rows != w.rows;
+  if (padded) ws.y_padded.ensure(size_t(m * w.padded_rows) * 2);
+  void* out = padded ? ws.y_padded.get() : y;
   LtProblem p;
   p.m = m;
-  p.n = w.rows;
+  p.n = w.padded_rows;
   p.k = w.padded_cols;
   p.input_type = CUDA_R_8F_E4M3;
   p.x = x_codes;
   p.ldx = w.padded_cols;
   p.w = w.codes.get();
   p.ldw = w.padded_cols;
-  p.y = y;
-  p.ldy = w.rows;
+  p.y = out;
+  p.ldy = w.padded_rows;
   p.fast_accum = fast_accum;
   p.x_scale = x_scale;
   p.x_scale_mode = x_per_token ? LtScaleMode::OuterVector : LtScaleMode::Scalar;
   p.w_scale = w.scales.get<const float>();
   p.w_scale_mode = w.per_channel ? LtScaleMode::OuterVector : LtScaleMode::Scalar;
-  if (lt.try_matmul(p, stream)) return true;
-  p.x_scale_mode = LtScaleMode::None;
-  p.w_scale_mode = LtScaleMode::None;
-  lt.matmul(p, stream);
-  scale_output_kernel<<<grid_for(m * w.rows, 256), 256, 0, stream>>>(
-      static_cast<__nv_bfloat16*>(y), m, w.rows, x_scale, x_per_token, w.scales.get<const float>(),
-      w.per_channel);
-  NIBBLE_CUDA_CHECK_LAUNCH("scale_output_kernel");
-  return false;
+  bool lt_scaled = lt.try_matmul(p, stream);
+  if (!lt_scaled) {
+    p.x_scale_mode = LtScaleMode::None;
+    p.w_scale_mode = LtScaleMode::None;
+    lt.matmul(p, stream);
+    scale_output_kernel<<<grid_for(m * w.padded_rows, 256), 256, 0, stream>>>(
+        static_cast<__nv_bfloat16*>(out), m, w.padded_rows, x_scale, x_per_token,
+        w.scales.get<const float>(), w.per_channel);
+    NIBBLE_CUDA_CHECK_LAUNCH("scale_output_kernel");
+  }
+  if (padded) {
+    NIBBLE_CUDA_CHECK(cudaMemcpy2DAsync(y, size_t(w.rows) * 2, out, size_t(w.padded_rows) * 2,
+                                        size_t(w.rows) * 2, size_t(m), cudaMemcpyDeviceToDevice,
+                                        stream));
+  }
+  return lt_scaled;
 }
 
 void fp8_linear(LtGemm& lt, const Fp8Weight& w, const void* x, int64_t m, void* y, Fp8Workspace& ws,
@@ -160,7 +174,7 @@ void fp8_linear(LtGemm& lt, const Fp8Weight& w, const void* x, int64_t m, void* 
                                       cudaMemcpyHostToDevice, stream));
     quantize_fp8_static(x, m, w.cols, w.padded_cols, scales, codes, stream);
   }
-  fp8_gemm(lt, w, codes, scales, per_token, m, y, options.fast_accum, stream);
+  fp8_gemm(lt, w, codes, scales, per_token, m, y, options.fast_accum, ws, stream);
 }
 
 }  // namespace nibble::cuda

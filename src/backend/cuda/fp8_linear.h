@@ -20,9 +20,10 @@ struct Fp8Weight {
   int64_t rows = 0;         // N
   int64_t cols = 0;         // K
   int64_t padded_cols = 0;  // K rounded up to 16 (cuBLASLt's fp8 alignment), zero codes past K
+  int64_t padded_rows = 0;  // N rounded up to 16: cuBLASLt has no fp8 algorithm for odd N
   bool per_channel = false;
-  DeviceBuffer codes;   // e4m3 [rows][padded_cols]
-  DeviceBuffer scales;  // f32: one, or one per row
+  DeviceBuffer codes;   // e4m3 [padded_rows][padded_cols]
+  DeviceBuffer scales;  // f32: one, or one per padded row (1 past N)
 };
 
 // elem Fp8E4M3 with a per-tensor or per-channel scale; block scales are an Error naming `what`.
@@ -39,6 +40,7 @@ struct Fp8Options {
 struct Fp8Workspace {
   DeviceBuffer x_codes;   // e4m3 [M][padded_cols]
   DeviceBuffer x_scales;  // f32 [M] (or one for static)
+  DeviceBuffer y_padded;  // bf16 [M][padded_rows] when N is not a multiple of 16
 };
 
 // x (bf16 [M][K]) → codes (e4m3 [M][ld_out], zero past K) and scales[M] = max|x_m| / 448 (1 for
@@ -53,7 +55,8 @@ void quantize_fp8_static(const void* x, int64_t m, int64_t k, int64_t ld_out, co
 // weight.padded_cols). `x_scale` holds one value (per-tensor) or M. Returns true when cuBLASLt
 // applied the scales itself, false when the fallback scaling kernel ran.
 bool fp8_gemm(LtGemm& lt, const Fp8Weight& weight, const uint8_t* x_codes, const float* x_scale,
-              bool x_per_token, int64_t m, void* y, bool fast_accum, cudaStream_t stream);
+              bool x_per_token, int64_t m, void* y, bool fast_accum, Fp8Workspace& workspace,
+              cudaStream_t stream);
 
 // Quantizes x as `options` say, then fp8_gemm.
 void fp8_linear(LtGemm& lt, const Fp8Weight& weight, const void* x, int64_t m, void* y,

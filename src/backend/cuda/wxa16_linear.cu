@@ -13,7 +13,17 @@ constexpr int kThreads = 256;       // 8 warps
 constexpr int kTilesPerWarp = 4;    // 32 output columns per warp: one x fragment feeds 4 mmas
 constexpr int kTilesPerBlock = 32;  // 256 output columns per CTA share one x slice in smem
 constexpr int kMaxPassRows = 64;    // 4 m-tiles of 16 per pass over the weight
-constexpr int kMaxSmemBytes = 96 * 1024;
+constexpr int kStages = 4;          // codes ring: 3 units in flight per warp while one is used
+constexpr int kCodeRingBytes = kThreads / 32 * kStages * kTilesPerWarp * 512;
+// Scales and zeros travel in rings of their own, a unit ahead like the codes: read straight from
+// global memory, each unit's scale load exposed a full DRAM latency (measured: 0.9 TB/s).
+constexpr int kScaleSlotWords = 32;  // ≤ 4 groups × 8 rows × 4 bytes
+constexpr int kZeroSlotWords = 8;    // ≤ 4 groups × 8 rows × 1 byte
+constexpr int kScaleRingBytes = kThreads / 32 * kStages * kTilesPerWarp * kScaleSlotWords * 4;
+constexpr int kZeroRingBytes = kThreads / 32 * kStages * kTilesPerWarp * kZeroSlotWords * 4;
+constexpr int kRingBytes = kCodeRingBytes + kScaleRingBytes + kZeroRingBytes;
+constexpr int kMaxSmemBytes = 220 * 1024;  // under Hopper's 227 KB opt-in, static smem included
+constexpr int kSmemPerSm = 228 * 1024;
 
 struct StreamParams {
   const uint4* codes;
@@ -36,6 +46,8 @@ struct StreamParams {
   int* counters;  // per column block
   int units_per_split;
   int splits;
+  int units_per_group;  // group_size / KU when a group spans whole units, else 0
+  int n_groups_int;
 };
 
 // Calls f(std::integral_constant<int, I>) for I = 0..N-1: compile-time indices keep the register
@@ -65,13 +77,21 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const __nv_bfloat1
                : "r"(address));
 }
 
-// Weights are read exactly once: keep them out of L1 so x and the scales stay there.
-__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
+// Weights are read exactly once: cp.async.cg bypasses L1, and lands in a per-lane shared-memory
+// slot that only the same lane reads back, so no barrier is needed (a register double buffer
+// measured 1.2 TB/s: the copy from the prefetch registers stalled every iteration on its load).
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_4(void* smem, const void* global) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(address), "l"(global));
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 template <int W>
@@ -154,6 +174,10 @@ __device__ __forceinline__ void atomic_add_pair(float* p, float a, float b) {
 #endif
 }
 
+__device__ __forceinline__ int warp_ring_offset() {
+  return int(threadIdx.x / 32) * kStages * kTilesPerWarp * 32;
+}
+
 template <int BITS, int SPG, int MT>
 __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel(StreamParams p) {
   constexpr int KU = BITS == 4 ? 128 : 64;
@@ -161,7 +185,14 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
   constexpr int SEGS = STEPS / SPG;
   constexpr int ROWS = MT * 16;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  uint4* ring = reinterpret_cast<uint4*>(smem_raw) + warp_ring_offset();
+  uint32_t* scale_ring = reinterpret_cast<uint32_t*>(smem_raw + kCodeRingBytes) +
+                         (threadIdx.x / 32) * kStages * kTilesPerWarp * kScaleSlotWords;
+  uint32_t* zero_ring = reinterpret_cast<uint32_t*>(smem_raw + kCodeRingBytes + kScaleRingBytes) +
+                        (threadIdx.x / 32) * kStages * kTilesPerWarp * kZeroSlotWords;
+  const int scale_bytes = p.scale_type == int(WxA16ScaleType::F32) ? 4 : 2;
+  const int scale_words = SEGS * 8 * scale_bytes / 4;
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw + kRingBytes);
   __shared__ int is_last_block;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -181,15 +212,45 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
     valid[j] = tile[j] < p.n_tiles;
   }
 
-  // The first unit's codes are requested before the x slice: the two latencies overlap.
-  uint4 q[kTilesPerWarp], q_next[kTilesPerWarp];
+  // Per-tile bases once: the unit loop then needs only 32-bit offsets (64-bit divisions and
+  // multiplications per unit cost more issue slots than the dequantization itself).
+  const uint4* code_base[kTilesPerWarp];
+  const char* scale_base[kTilesPerWarp];
+  const uint8_t* zero_base[kTilesPerWarp];
 #pragma unroll
   for (int j = 0; j < kTilesPerWarp; ++j) {
-    q[j] = make_uint4(0, 0, 0, 0);
-    if (valid[j] && u_begin < u_end) {
-      q[j] = load_streaming(p.codes + (tile[j] * p.k_units + u_begin) * 32 + lane);
-    }
+    const int64_t t = valid[j] ? tile[j] : 0;
+    code_base[j] = p.codes + t * p.k_units * 32 + lane;
+    scale_base[j] = static_cast<const char*>(p.scales) + t * p.n_groups * 8 * scale_bytes;
+    zero_base[j] = p.zeros != nullptr ? p.zeros + t * p.n_groups * 8 : nullptr;
   }
+  const int unit_end = int(u_end);
+  // Unit u's codes for tile j go to ring slot ((u - u_begin) % kStages, j). Every call commits
+  // a group (possibly empty) so that wait_group counts units.
+  auto issue = [&](int u) {
+    const int slot = (u - int(u_begin)) & (kStages - 1);
+    // The unit's groups are consecutive in the [tile][group][8] scale table.
+    const int first_group =
+        min(p.units_per_group > 0 ? u / p.units_per_group : u * SEGS, p.n_groups_int - 1) * 8;
+#pragma unroll
+    for (int j = 0; j < kTilesPerWarp; ++j) {
+      if (valid[j] && u < unit_end) {
+        cp_async_16(ring + (slot * kTilesPerWarp + j) * 32 + lane, code_base[j] + u * 32);
+        if (lane < scale_words) {
+          cp_async_4(scale_ring + (slot * kTilesPerWarp + j) * kScaleSlotWords + lane,
+                     scale_base[j] + first_group * scale_bytes + lane * 4);
+        }
+        if (zero_base[j] != nullptr && lane < SEGS * 2) {
+          cp_async_4(zero_ring + (slot * kTilesPerWarp + j) * kZeroSlotWords + lane,
+                     zero_base[j] + first_group + lane * 4);
+        }
+      }
+    }
+    cp_async_commit();
+  };
+  // The first units' codes are requested before the x slice: the two latencies overlap.
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) issue(int(u_begin) + st);
 
   // x[:, slice] into shared memory, zero past M and past K (padding codes then multiply 0).
   const int64_t k0 = u_begin * KU;
@@ -220,27 +281,28 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[j][mt][e] = 0.0f;
 
-  for (int64_t u = u_begin; u < u_end; ++u) {
-    // Next unit's codes in flight while this one is multiplied.
+  for (int u = int(u_begin); u < unit_end; ++u) {
+    cp_async_wait<kStages - 2>();
+    __syncwarp();  // scales and zeros were copied by other lanes of the warp
+    uint4 q[kTilesPerWarp];
+    const int slot = (u - int(u_begin)) & (kStages - 1);
 #pragma unroll
-    for (int j = 0; j < kTilesPerWarp; ++j) {
-      q_next[j] = make_uint4(0, 0, 0, 0);
-      if (valid[j] && u + 1 < u_end) {
-        q_next[j] = load_streaming(p.codes + (tile[j] * p.k_units + u + 1) * 32 + lane);
-      }
-    }
+    for (int j = 0; j < kTilesPerWarp; ++j) q[j] = ring[(slot * kTilesPerWarp + j) * 32 + lane];
+    const uint32_t* scale_slot = scale_ring + slot * kTilesPerWarp * kScaleSlotWords;
+    const auto* zero_slot =
+        reinterpret_cast<const uint8_t*>(zero_ring + slot * kTilesPerWarp * kZeroSlotWords);
+    // Every lane has read this slot's scales before any lane refills the slot of unit u - 1.
+    __syncwarp();
+    issue(u + kStages - 1);
     const __nv_bfloat16* x_unit =
         xs + (lane % 16) * stride + int(u - u_begin) * KU + (lane / 16) * 8;
     static_for<SEGS>([&](auto seg_constant) {
       constexpr int seg = decltype(seg_constant)::value;
-      const int64_t group = min((u * KU + seg * SPG * 16) / p.group_size, p.n_groups - 1);
       uint32_t zero[kTilesPerWarp];
 #pragma unroll
       for (int j = 0; j < kTilesPerWarp; ++j) {
         int z = p.symmetric_zero;
-        if (p.zeros != nullptr && valid[j]) {
-          z = p.zeros[(tile[j] * p.n_groups + group) * 8 + group_row];
-        }
+        if (p.zeros != nullptr) z = zero_slot[j * kZeroSlotWords * 4 + seg * 8 + group_row];
         zero[j] = zero_word<BITS>(z);
       }
       float part[kTilesPerWarp][MT][4];
@@ -269,7 +331,7 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
       for (int j = 0; j < kTilesPerWarp; ++j) {
         float2 s = make_float2(0.0f, 0.0f);
         if (valid[j]) {
-          s = load_scale_pair(p.scales, p.scale_type, (tile[j] * p.n_groups + group) * 8 + 2 * t4);
+          s = load_scale_pair(scale_slot + j * kScaleSlotWords, p.scale_type, seg * 8 + 2 * t4);
         }
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
@@ -280,8 +342,6 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
         }
       }
     });
-#pragma unroll
-    for (int j = 0; j < kTilesPerWarp; ++j) q[j] = q_next[j];
   }
 
   // C fragment: rows 16·mt + group_row (+8), columns 8·tile + 2·t4 (+1).
@@ -417,19 +477,23 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
   const int mt = m <= 16 ? 1 : m <= 32 ? 2 : 4;
   const int rows = mt * 16;
   const int64_t col_blocks = (w.n_tiles + kTilesPerBlock - 1) / kTilesPerBlock;
-  // Split K so that the busiest SM streams the fewest units: cost(splits) = waves × (units per
-  // CTA + a CTA's fixed latency, worth ~1.5 units: x slice, first loads, the split-K epilogue).
+  // Split K so that the busiest SM streams the fewest units, plus ~1.5 units of fixed latency per
+  // wave of CTAs (x slice, first loads, the split-K epilogue).
   // Few large CTAs that stream continuously beat many one-unit CTAs (measured: 768 CTAs of one
   // unit per warp streamed 0.67 TB/s), and fewer splits mean fewer partial-sum atomics.
-  const int64_t resident = int64_t(sm_count()) * (mt == 1 ? 2 : 1);
-  const int64_t max_units = (kMaxSmemBytes / (rows * 2) - 8) / ku;
+  auto smem_for = [&](int64_t u) { return kRingBytes + rows * (int(u) * ku + 8) * 2; };
+  const int64_t max_units = ((kMaxSmemBytes - kRingBytes) / (rows * 2) - 8) / ku;
   int64_t units = std::min(w.k_units, max_units);
   double best_cost = 1e300;
   for (int64_t s = (w.k_units + max_units - 1) / max_units; s <= w.k_units; ++s) {
     const int64_t u = (w.k_units + s - 1) / s;
     if ((w.k_units + u - 1) / u != s) continue;  // same CTAs as a smaller split count
-    const int64_t waves = (col_blocks * s + resident - 1) / resident;
-    const double cost = double(waves) * (double(u) + 1.5);
+    const int64_t per_sm =
+        std::max<int64_t>(1, std::min<int64_t>(mt == 1 ? 2 : 1, kSmemPerSm / (smem_for(u) + 1024)));
+    // The busiest SM streams ⌈CTAs / SMs⌉·u units; each wave of resident CTAs adds a latency.
+    const int64_t ctas = col_blocks * s, sms = sm_count();
+    const int64_t waves = (ctas + sms * per_sm - 1) / (sms * per_sm);
+    const double cost = double((ctas + sms - 1) / sms * u) + 1.5 * double(waves);
     if (cost < best_cost - 1e-9) {
       best_cost = cost;
       units = u;
@@ -455,6 +519,8 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
   p.y = y;
   p.partial_ld = w.n_tiles * 8;
   p.units_per_split = int(units);
+  p.units_per_group = w.group_size >= ku ? int(w.group_size / ku) : 0;
+  p.n_groups_int = int(w.n_groups);
   p.splits = int(splits);
   if (splits > 1) {
     // Fresh allocations are zeroed once; the kernel leaves them zero after every call.
@@ -468,7 +534,7 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
     p.counters = ws.counters.get<int>();
   }
   const dim3 grid{unsigned(col_blocks), unsigned(splits), 1u};
-  const int smem_bytes = rows * (int(units) * ku + 8) * 2;
+  const int smem_bytes = smem_for(units);
   const int64_t spg_cols = std::min<int64_t>(ku, w.group_size);
   if (w.bits == 4) {
     if (spg_cols == 32) return launch_for_rows<4, 2>(p, grid, smem_bytes, mt, stream);

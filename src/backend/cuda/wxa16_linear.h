@@ -38,7 +38,7 @@ struct WxA16Weight {
   int64_t n_tiles = 0;     // ⌈N / 8⌉
   int64_t k_units = 0;     // ⌈K / KU⌉
   int64_t group_size = 0;  // columns per scale (K for per-channel)
-  int64_t n_groups = 0;    // scale columns per row
+  int64_t n_groups = 0;    // scale columns per row, padded columns' groups included (scale 0)
   WxA16ScaleType scale_type = WxA16ScaleType::F32;
   int symmetric_zero = 0;  // the zero of every group when `zeros` is empty (8 / 128 / 0)
   DeviceBuffer codes;      // [n_tiles][k_units][32 lanes][16 bytes]

@@ -70,7 +70,8 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
                  "multiple of {}, or per-channel)",
                  what, g, w.bits, ku, ku);
     w.group_size = g;
-    w.n_groups = t.scale_cols;
+    // Groups of the padded columns too (scale 0): the kernel copies a whole unit's groups.
+    w.n_groups = std::max(t.scale_cols, w.padded_cols() / g);
   }
   w.symmetric_zero = is_signed ? 1 << (w.bits - 1) : 0;
 
@@ -120,7 +121,7 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
   const bool has_zeros = t.zero_kind == quant::ZeroKind::Integer;
   if (has_zeros) zeros.assign(meta_count, uint8_t(w.symmetric_zero));
   for (int64_t n = 0; n < t.rows; ++n) {
-    for (int64_t gi = 0; gi < w.n_groups; ++gi) {
+    for (int64_t gi = 0; gi < t.scale_cols; ++gi) {
       const auto src = size_t((n / t.scale_block_rows) * t.scale_cols + gi);
       const auto dst = size_t(((n / 8) * w.n_groups + gi) * 8 + n % 8);
       scales[dst] = t.scales[src] * t.global_scale;

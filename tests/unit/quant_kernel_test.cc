@@ -64,6 +64,7 @@ struct Problem {
   std::vector<float> x, bias, x_scale;
   std::vector<int8_t> xq;
   std::vector<int32_t> xsum;
+  std::vector<float> xgsum;
   int64_t row_bytes;
 
   Problem(QuantCodes kind_, int64_t m_, int64_t n_, int64_t k_, int64_t group_, bool mins_,
@@ -96,6 +97,10 @@ struct Problem {
     for (int64_t i = 0; i < m * k; ++i) xq.push_back(int8_t(int(random_bits(8) % 255) - 127));
     for (int64_t i = 0; i < m; ++i) x_scale.push_back(uniform(0.001f, 0.05f));
     xsum.assign(size_t(m * n_groups), 0);
+    xgsum.assign(size_t(m * n_groups), 0.0f);
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t kk = 0; kk < k; ++kk)
+        xgsum[size_t(r * n_groups + kk / group)] += x[size_t(r * k + kk)];
     for (int64_t r = 0; r < m; ++r)
       for (int64_t kk = 0; kk < k; ++kk)
         xsum[size_t(r * n_groups + kk / group)] += xq[size_t(r * k + kk)];
@@ -107,6 +112,7 @@ struct Problem {
     a.xq = xq.data();
     a.x_scale = x_scale.data();
     a.xsum = xsum.data();
+    a.xgsum = xgsum.data();
     a.ldx = k;
     a.m_rows = m;
     a.k = k;
@@ -134,11 +140,20 @@ struct Problem {
       const double mn = mins ? std::fabs(quant_param(a.mins, f16, col * n_groups + g)) : 0.0;
       double part = 0.0;
       for (int64_t kk = g * group; kk < std::min(k, (g + 1) * group); ++kk) {
-        const double v = std::fabs(quant_code_value(kind, quant_packed_code(kind, row, kk)));
+        const double v = kind == QuantCodes::U4Sym
+                             ? 15.0
+                             : std::fabs(quant_code_value(kind, quant_packed_code(kind, row, kk)));
         part += a8 ? v * std::fabs(double(xq[size_t(r * k + kk)])) * d
                    : (v * d + mn) * std::fabs(double(x[size_t(r * k + kk)]));
       }
-      if (a8) part += mn * std::fabs(double(xsum[size_t(r * n_groups + g)]));
+      // The kernels apply mins (and U4Sym's -8 d) through the group sums of x.
+      const double folded = mn + (kind == QuantCodes::U4Sym ? 8.0 * d : 0.0);
+      if (a8) {
+        part += folded * std::fabs(double(xsum[size_t(r * n_groups + g)]));
+      } else {
+        for (int64_t kk = g * group; kk < std::min(k, (g + 1) * group); ++kk)
+          part += folded * std::fabs(double(x[size_t(r * k + kk)]));
+      }
       total += part;
     }
     return a8 ? total * x_scale[size_t(r)] : total;

@@ -72,17 +72,18 @@ class PackedLinear final : public LinearWeight {
     const int64_t K = w_.cols, KP = w_.k_padded;
     const int32_t* perm = w_.k_permutation.empty() ? nullptr : w_.k_permutation.data();
     thread_local std::vector<int8_t> xq;
-    thread_local std::vector<float> x_scale, x_fake, x_padded;
+    thread_local std::vector<float> x_scale, x_fake, x_padded, x_group_sums;
     thread_local std::vector<int32_t> xsum;
     QuantMatmulFn fn;
     if (a8_) {
       xq.resize(size_t(m_rows * KP));
       x_scale.resize(size_t(m_rows));
-      xsum.resize(w_.has_mins ? size_t(m_rows * w_.n_groups) : 0);
+      const bool sums = w_.has_mins || w_.codes_kind == QuantCodes::U4Sym;
+      xsum.resize(sums ? size_t(m_rows * w_.n_groups) : 0);
       // Buffers are thread_local: the workers must get this thread's pointers, not their own.
       int8_t* xq_out = xq.data();
       float* scale_out = x_scale.data();
-      int32_t* sum_out = w_.has_mins ? xsum.data() : nullptr;
+      int32_t* sum_out = sums ? xsum.data() : nullptr;
       pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
         quantize_activations_int8(act_, x + r0 * K, r1 - r0, K, perm, KP, xq_out + r0 * KP,
                                   scale_out + r0, w_.group_size, w_.n_groups,
@@ -90,7 +91,7 @@ class PackedLinear final : public LinearWeight {
       });
       args.xq = xq.data();
       args.x_scale = x_scale.data();
-      args.xsum = w_.has_mins ? xsum.data() : nullptr;
+      args.xsum = sum_out;
       args.ldx = KP;
       fn = kt.quant_matmul_a8;
     } else {
@@ -114,6 +115,19 @@ class PackedLinear final : public LinearWeight {
         }
         args.x = x_padded.data();
         args.ldx = KP;
+      }
+      if ((w_.has_mins || w_.codes_kind == QuantCodes::U4Sym) && w_.group_size != 16) {
+        x_group_sums.resize(size_t(m_rows * w_.n_groups));
+        for (int64_t r = 0; r < m_rows; ++r) {
+          const float* row = args.x + r * args.ldx;
+          for (int64_t g = 0; g < w_.n_groups; ++g) {
+            float sum = 0.0f;
+            const int64_t end = std::min(KP, (g + 1) * w_.group_size);
+            for (int64_t k = g * w_.group_size; k < end; ++k) sum += row[k];
+            x_group_sums[size_t(r * w_.n_groups + g)] = sum;
+          }
+        }
+        args.xgsum = x_group_sums.data();
       }
       fn = kt.quant_matmul_a16;
     }

@@ -11,10 +11,28 @@
 // the tile, so results do not depend on the batch size.
 #include "backend/cpu/isa/simd.h"
 #include "backend/cpu/kernel_table.h"
-#include "quant/types.h"
 
 namespace nibble::cpu::NIBBLE_ISA {
 namespace {
+
+// bitsandbytes' NF4 table, as quant::kNf4Values (quant/types.h) holds it: a copy, because ISA
+// files include nothing that could emit shared inline code (see kernel_table.h).
+constexpr float kNf4[16] = {-1.0f,
+                            -0.6961928009986877f,
+                            -0.5250730514526367f,
+                            -0.39491748809814453f,
+                            -0.28444138169288635f,
+                            -0.18477343022823334f,
+                            -0.09105003625154495f,
+                            0.0f,
+                            0.07958029955625534f,
+                            0.16093020141124725f,
+                            0.24611230194568634f,
+                            0.33791524171829224f,
+                            0.44070982933044434f,
+                            0.5626170039176941f,
+                            0.7229568362236023f,
+                            1.0f};
 
 constexpr int kSub = int(32 / kVL);  // f32 vectors per 32-element chunk
 constexpr int kHalf = kSub / 2;      // vectors per 16 elements (a 16-element group)
@@ -49,35 +67,33 @@ inline Vf fp8_e4m3_to_vf(__m128i bytes16) {
 inline Vf fp8_e5m2_to_vf(__m128i bytes16) {
   return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes16), 8));
 }
+inline __m128i load16(const uint8_t* p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+inline Vf nibble_values(QuantCodes e, __m512i idx) {
+  static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                     -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  if (e == QuantCodes::Nf4) return table16(kNf4, idx);
+  if (e == QuantCodes::Fp4E2M1) return table16(kFp4, idx);
+  return _mm512_cvtepi32_ps(idx);
+}
 
+// 4-bit kinds decode to the raw nibble for U4Sym (the - 8 is applied per group by the caller).
 template <QuantCodes E>
 inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
   if constexpr (is_4bit(E)) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    __m128i halves[2] = {_mm_and_si128(raw, mask), _mm_and_si128(_mm_srli_epi16(raw, 4), mask)};
-    for (int h = 0; h < 2; ++h) {
-      if constexpr (E == QuantCodes::U4Sym) {
-        v[h] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_sub_epi8(halves[h], _mm_set1_epi8(8))));
-      } else if constexpr (E == QuantCodes::U4) {
-        v[h] = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(halves[h]));
-      } else if constexpr (E == QuantCodes::Nf4) {
-        v[h] = table16(quant::kNf4Values, _mm512_cvtepu8_epi32(halves[h]));
-      } else {
-        static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
-                                           -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
-        v[h] = table16(kFp4, _mm512_cvtepu8_epi32(halves[h]));
-      }
-    }
+    // One widening gives both halves: the low nibbles are elements 0-15, the high 16-31.
+    const __m512i wide = _mm512_cvtepu8_epi32(load16(c));
+    v[0] = nibble_values(E, _mm512_and_si512(wide, _mm512_set1_epi32(0xF)));
+    v[1] = nibble_values(E, _mm512_srli_epi32(wide, 4));
   } else {
     for (int q = 0; q < 2; ++q) {
-      const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * q));
       if constexpr (E == QuantCodes::S8) {
-        v[q] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw));
+        v[q] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(load16(c + 16 * q)));
       } else if constexpr (E == QuantCodes::Fp8E4M3) {
-        v[q] = fp8_e4m3_to_vf(raw);
+        v[q] = fp8_e4m3_to_vf(load16(c + 16 * q));
       } else {
-        v[q] = fp8_e5m2_to_vf(raw);
+        v[q] = fp8_e5m2_to_vf(load16(c + 16 * q));
       }
     }
   }
@@ -98,98 +114,131 @@ inline Vf fp8_e4m3_to_vf(__m128i bytes8) {
 inline Vf fp8_e5m2_to_vf(__m128i bytes8) {
   return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(bytes8), 8));
 }
+inline __m128i load8(const uint8_t* p) {
+  return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+}
+inline Vf nibble_values(QuantCodes e, __m256i idx) {
+  static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,  4.0f,  6.0f,
+                                     -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
+  if (e == QuantCodes::Nf4) return table16(kNf4, idx);
+  if (e == QuantCodes::Fp4E2M1) return table16(kFp4, idx);
+  return _mm256_cvtepi32_ps(idx);
+}
 
 template <QuantCodes E>
 inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
   if constexpr (is_4bit(E)) {
-    const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
-    const __m128i mask = _mm_set1_epi8(0x0F);
-    const __m128i halves[2] = {_mm_and_si128(raw, mask),
-                               _mm_and_si128(_mm_srli_epi16(raw, 4), mask)};
-    for (int h = 0; h < 2; ++h) {
-      const __m128i parts[2] = {halves[h], _mm_srli_si128(halves[h], 8)};
-      for (int p = 0; p < 2; ++p) {
-        Vf& out = v[2 * h + p];
-        if constexpr (E == QuantCodes::U4Sym) {
-          out = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_sub_epi8(parts[p], _mm_set1_epi8(8))));
-        } else if constexpr (E == QuantCodes::U4) {
-          out = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(parts[p]));
-        } else if constexpr (E == QuantCodes::Nf4) {
-          out = table16(quant::kNf4Values, _mm256_cvtepu8_epi32(parts[p]));
-        } else {
-          static constexpr float kFp4[16] = {0.0f,  0.5f,  1.0f,  1.5f,  2.0f,  3.0f,
-                                             4.0f,  6.0f,  -0.0f, -0.5f, -1.0f, -1.5f,
-                                             -2.0f, -3.0f, -4.0f, -6.0f};
-          out = table16(kFp4, _mm256_cvtepu8_epi32(parts[p]));
-        }
-      }
+    // Each widening of 8 bytes gives 8 low nibbles (elements j) and 8 high ones (j + 16):
+    // two shuffles per 32 weights instead of four.
+    for (int p = 0; p < 2; ++p) {
+      const __m256i wide = _mm256_cvtepu8_epi32(load8(c + 8 * p));
+      v[p] = nibble_values(E, _mm256_and_si256(wide, _mm256_set1_epi32(0xF)));
+      v[2 + p] = nibble_values(E, _mm256_srli_epi32(wide, 4));
     }
   } else {
     for (int q = 0; q < 4; ++q) {
-      const __m128i raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * q));
       if constexpr (E == QuantCodes::S8) {
-        v[q] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw));
+        v[q] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(load8(c + 8 * q)));
       } else if constexpr (E == QuantCodes::Fp8E4M3) {
-        v[q] = fp8_e4m3_to_vf(raw);
+        v[q] = fp8_e4m3_to_vf(load8(c + 8 * q));
       } else {
-        v[q] = fp8_e5m2_to_vf(raw);
+        v[q] = fp8_e5m2_to_vf(load8(c + 8 * q));
       }
     }
   }
 }
 #endif
 
-// Scale and min of the vectors of one chunk: [0] for the first 16 elements, [1] for the last
-// 16 (they differ only with 16-element groups).
-struct ChunkParams {
-  float d[2];
-  float mn[2];
-};
-
-inline void load_chunk_params(const QuantMatmulArgs& a, int64_t row, int64_t g, bool g16,
-                              float vscale, ChunkParams& p) {
-  const int64_t base = row * a.n_groups + g;
-  p.d[0] = load_param(a.scales, a.params_f16, base) * vscale;
-  p.d[1] = g16 ? load_param(a.scales, a.params_f16, base + 1) * vscale : p.d[0];
-  if (a.mins) {
-    p.mn[0] = load_param(a.mins, a.params_f16, base);
-    p.mn[1] = g16 ? load_param(a.mins, a.params_f16, base + 1) : p.mn[0];
-  }
-}
-
+// 16-element groups (Q2_K, Q3_K, Q6_K, NVFP4): the two halves of a chunk have their own scale,
+// so each decoded vector is scaled before the FMA.
 template <QuantCodes E, bool kMin, int MR, int NR>
-void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+void a16_tile_g16(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   constexpr int64_t kBytes = chunk_bytes(E);
-  const bool g16 = a.group_size == 16;
   const int64_t chunks = a.k / 32;
-  const int64_t chunks_per_step = g16 ? 1 : a.group_size / 32;
   const float* x = a.x + m * a.ldx;
   const uint8_t* codes = a.codes + n * a.code_row_bytes;
   Vf acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = vzero();
-  int64_t g = 0;
-  for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_step, g += g16 ? 2 : 1) {
-    ChunkParams p[NR];
-    for (int j = 0; j < NR; ++j) load_chunk_params(a, n + j, g, g16, value_scale(E), p[j]);
-    const int64_t c1 = c0 + chunks_per_step < chunks ? c0 + chunks_per_step : chunks;
-    for (int64_t c = c0; c < c1; ++c) {
-      for (int j = 0; j < NR; ++j) {
-        Vf v[kSub];
-        decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
-        for (int q = 0; q < kSub; ++q) {
-          const int h = q / kHalf;
-          const Vf w =
-              kMin ? vfma(v[q], vset1(p[j].d[h]), vset1(p[j].mn[h])) : vmul(v[q], vset1(p[j].d[h]));
-          for (int i = 0; i < MR; ++i)
-            acc[i][j] = vfma(vload(x + i * a.ldx + c * 32 + q * kVL), w, acc[i][j]);
-        }
+  for (int64_t c = 0; c < chunks; ++c) {
+    for (int j = 0; j < NR; ++j) {
+      const int64_t base = (n + j) * a.n_groups + 2 * c;
+      float d[2], mn[2] = {0.0f, 0.0f};
+      for (int h = 0; h < 2; ++h) {
+        d[h] = load_param(a.scales, a.params_f16, base + h) * value_scale(E);
+        if constexpr (kMin) mn[h] = load_param(a.mins, a.params_f16, base + h);
+        if constexpr (E == QuantCodes::U4Sym) mn[h] -= 8.0f * d[h];
+      }
+      Vf v[kSub];
+      decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
+      for (int q = 0; q < kSub; ++q) {
+        const int h = q / kHalf;
+        const Vf w = (kMin || E == QuantCodes::U4Sym) ? vfma(v[q], vset1(d[h]), vset1(mn[h]))
+                                                      : vmul(v[q], vset1(d[h]));
+        for (int i = 0; i < MR; ++i)
+          acc[i][j] = vfma(vload(x + i * a.ldx + c * 32 + q * kVL), w, acc[i][j]);
       }
     }
   }
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
       float s = vsum(acc[i][j]);
+      if (a.bias) s += a.bias[n + j];
+      a.y[(m + i) * a.ldy + n + j] = s;
+    }
+  }
+}
+
+// Groups of 32 or more: sum value * x over the group unscaled, then scale the group's partial
+// once (d * sum), and add the min as mn * (sum of x over the group), the latter from the
+// caller's per-group sums of x (xgsum). U4Sym's - 8 is a min of -8 d.
+template <QuantCodes E, bool kMin, int MR, int NR>
+void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  if (a.group_size == 16) {
+    a16_tile_g16<E, kMin, MR, NR>(a, m, n);
+    return;
+  }
+  constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
+  constexpr int64_t kBytes = chunk_bytes(E);
+  const int64_t chunks = a.k / 32;
+  const int64_t chunks_per_group = a.group_size / 32;
+  const float* x = a.x + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  Vf acc[MR][NR];
+  float min_acc[MR][NR] = {};
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = vzero();
+  int64_t g = 0;
+  for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_group, ++g) {
+    const int64_t c1 = c0 + chunks_per_group < chunks ? c0 + chunks_per_group : chunks;
+    Vf part[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) part[i][j] = vzero();
+    for (int64_t c = c0; c < c1; ++c) {
+      for (int j = 0; j < NR; ++j) {
+        Vf v[kSub];
+        decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
+        for (int q = 0; q < kSub; ++q)
+          for (int i = 0; i < MR; ++i)
+            part[i][j] = vfma(vload(x + i * a.ldx + c * 32 + q * kVL), v[q], part[i][j]);
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const int64_t pi = (n + j) * a.n_groups + g;
+      const float d = load_param(a.scales, a.params_f16, pi);
+      const Vf dv = vset1(d * value_scale(E));
+      for (int i = 0; i < MR; ++i) acc[i][j] = vfma(part[i][j], dv, acc[i][j]);
+      if constexpr (kMinTerm) {
+        float mn = 0.0f;
+        if constexpr (kMin) mn = load_param(a.mins, a.params_f16, pi);
+        if constexpr (E == QuantCodes::U4Sym) mn -= 8.0f * d;
+        for (int i = 0; i < MR; ++i) min_acc[i][j] += mn * a.xgsum[(m + i) * a.n_groups + g];
+      }
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float s = vsum(acc[i][j]) + min_acc[i][j];
       if (a.bias) s += a.bias[n + j];
       a.y[(m + i) * a.ldy + n + j] = s;
     }
@@ -222,8 +271,11 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
+// 4-bit codes go in as unsigned nibbles (no sign trick needed); U4Sym's - 8 is a min of -8 d
+// times the group's sum of xq. 8-bit codes use the sign trick.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
   constexpr int64_t kBytes = chunk_bytes(E);
   const int64_t chunks = a.k / 32;
   const int64_t chunks_per_group = a.group_size / 32;
@@ -242,30 +294,34 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
     for (int64_t c = c0; c < c1; ++c) {
       for (int j = 0; j < NR; ++j) {
         const uint8_t* cj = codes + j * a.code_row_bytes + c * kBytes;
-        __m256i w;
         if constexpr (E == QuantCodes::S8) {
-          w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj));
-        } else if constexpr (E == QuantCodes::U4Sym) {
-          w = _mm256_sub_epi8(load_nibbles(cj), _mm256_set1_epi8(8));
+          const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj));
+          const __m256i w_abs = _mm256_abs_epi8(w);
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+            isum[i][j] = dot_u8s8(isum[i][j], w_abs, _mm256_sign_epi8(xv, w));
+          }
         } else {
-          w = load_nibbles(cj);
-        }
-        const __m256i w_abs = E == QuantCodes::U4 ? w : _mm256_abs_epi8(w);
-        for (int i = 0; i < MR; ++i) {
-          __m256i xv =
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-          if constexpr (E != QuantCodes::U4) xv = _mm256_sign_epi8(xv, w);
-          isum[i][j] = dot_u8s8(isum[i][j], w_abs, xv);
+          const __m256i u = load_nibbles(cj);
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+            isum[i][j] = dot_u8s8(isum[i][j], u, xv);
+          }
         }
       }
     }
     for (int j = 0; j < NR; ++j) {
       const int64_t pi = (n + j) * a.n_groups + g;
-      const __m256 d = _mm256_set1_ps(load_param(a.scales, a.params_f16, pi));
+      const float d = load_param(a.scales, a.params_f16, pi);
+      const __m256 dv = _mm256_set1_ps(d);
       for (int i = 0; i < MR; ++i)
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), d, acc[i][j]);
-      if constexpr (kMin) {
-        const float mn = load_param(a.mins, a.params_f16, pi);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), dv, acc[i][j]);
+      if constexpr (kMinTerm) {
+        float mn = 0.0f;
+        if constexpr (kMin) mn = load_param(a.mins, a.params_f16, pi);
+        if constexpr (E == QuantCodes::U4Sym) mn -= 8.0f * d;
         for (int i = 0; i < MR; ++i) min_acc[i][j] += mn * float(a.xsum[(m + i) * a.n_groups + g]);
       }
     }

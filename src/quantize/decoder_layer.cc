@@ -1,0 +1,297 @@
+#include "quantize/decoder_layer.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "model/blocks/rope.h"
+#include "model/linear_builder.h"
+
+namespace nibble::quantize {
+namespace {
+
+using cpu::DenseMatrix;
+using cpu::WeightType;
+
+DenseMatrix dense(const std::vector<float>& w, int64_t rows, int64_t cols) {
+  return DenseMatrix(WeightType::F32, rows, cols, w);
+}
+
+// Keeping silu(gate)·up for the final stage saves recomputing gate/up; past this size (large
+// models) it is recomputed chunk by chunk instead.
+constexpr int64_t kActBudgetBytes = int64_t(2) << 30;
+
+}  // namespace
+
+InputGroup input_group(LinearName name) {
+  switch (name) {
+    case LinearName::Q:
+    case LinearName::K:
+    case LinearName::V: return InputGroup::Qkv;
+    case LinearName::O: return InputGroup::O;
+    case LinearName::Gate:
+    case LinearName::Up: return InputGroup::GateUp;
+    case LinearName::Down:
+    default: return InputGroup::Down;
+  }
+}
+
+const char* linear_suffix(LinearName name) {
+  static const char* const names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                      "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                      "mlp.down_proj"};
+  return names[int(name)];
+}
+
+const char* group_name(InputGroup group) {
+  static const char* const names[] = {"qkv", "o", "gate_up", "down"};
+  return names[int(group)];
+}
+
+LayerDims::LayerDims(const ModelConfig& c) {
+  hidden = c.hidden_size;
+  n_heads = c.num_attention_heads;
+  n_kv_heads = c.num_key_value_heads > 0 ? c.num_key_value_heads : n_heads;
+  head_dim = c.head_dim > 0 ? c.head_dim : hidden / std::max<int64_t>(n_heads, 1);
+  intermediate = c.intermediate_size;
+  eps = c.rms_norm_eps;
+  qk_norm = c.qk_norm;
+  attention_bias = c.attention_bias;
+  NIBBLE_CHECK(hidden > 0 && n_heads > 0 && head_dim > 0 && intermediate > 0 &&
+                   n_heads % n_kv_heads == 0 && head_dim % 2 == 0,
+               "quantize: unsupported attention shape (hidden {}, heads {}/{}, head_dim {})",
+               hidden, n_heads, n_kv_heads, head_dim);
+}
+
+int64_t LayerDims::rows(LinearName name) const {
+  switch (name) {
+    case LinearName::Q: return n_heads * head_dim;
+    case LinearName::K:
+    case LinearName::V: return n_kv_heads * head_dim;
+    case LinearName::O:
+    case LinearName::Down: return hidden;
+    default: return intermediate;
+  }
+}
+
+int64_t LayerDims::cols(LinearName name) const {
+  switch (name) {
+    case LinearName::O: return n_heads * head_dim;
+    case LinearName::Down: return intermediate;
+    default: return hidden;
+  }
+}
+
+LayerWeights load_layer_weights(const Checkpoint& ckpt, const ModelConfig& config, int64_t index) {
+  const LayerDims d(config);
+  const std::string p = fmt::format("model.layers.{}.", index);
+  LayerWeights w;
+  for (LinearName n : kAllLinears)
+    w[n] = load_checked(ckpt, p + linear_suffix(n) + ".weight", {d.rows(n), d.cols(n)});
+  if (d.attention_bias) {
+    w.q_bias = load_checked(ckpt, p + "self_attn.q_proj.bias", {d.rows(LinearName::Q)});
+    w.k_bias = load_checked(ckpt, p + "self_attn.k_proj.bias", {d.rows(LinearName::K)});
+    w.v_bias = load_checked(ckpt, p + "self_attn.v_proj.bias", {d.rows(LinearName::V)});
+  }
+  if (d.qk_norm) {
+    w.q_norm = load_checked(ckpt, p + "self_attn.q_norm.weight", {d.head_dim});
+    w.k_norm = load_checked(ckpt, p + "self_attn.k_norm.weight", {d.head_dim});
+  }
+  w.attn_norm = load_checked(ckpt, p + "input_layernorm.weight", {d.hidden});
+  w.mlp_norm = load_checked(ckpt, p + "post_attention_layernorm.weight", {d.hidden});
+  return w;
+}
+
+DecoderLayerRunner::DecoderLayerRunner(const ModelConfig& config, int64_t n_samples, int64_t seqlen)
+    : dims_(config), n_samples_(n_samples), seqlen_(seqlen) {
+  const int64_t half = dims_.head_dim / 2;
+  const std::vector<float> inv_freq = rope_inv_freq(config, dims_.head_dim);
+  cos_.resize(size_t(seqlen * half));
+  sin_.resize(size_t(seqlen * half));
+  for (int64_t t = 0; t < seqlen; ++t)
+    rope_cos_sin(inv_freq, t, cos_.data() + t * half, sin_.data() + t * half);
+}
+
+int64_t DecoderLayerRunner::chunk_rows() const {
+  const int64_t samples = std::max<int64_t>(1, 4096 / seqlen_);
+  return samples * seqlen_;
+}
+
+void DecoderLayerRunner::observe_qkv(const LayerWeights& w, const std::vector<float>& x,
+                                     const InputSink& sink) {
+  const int64_t hidden = dims_.hidden, chunk = chunk_rows();
+  std::vector<float> h;
+  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk) {
+    const int64_t rows = std::min(chunk, tokens() - r0);
+    h.resize(size_t(rows * hidden));
+    cpu::rmsnorm_rows(x.data() + r0 * hidden, w.attn_norm.data(), rows, hidden, dims_.eps,
+                      h.data());
+    sink(InputGroup::Qkv, h.data(), rows);
+  }
+}
+
+void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<float>& x,
+                                       const InputSink& sink) {
+  const int64_t hidden = dims_.hidden, hd = dims_.head_dim, half = hd / 2;
+  const int64_t nq = dims_.n_heads * hd, nkv = dims_.n_kv_heads * hd;
+  const int64_t group = dims_.n_heads / dims_.n_kv_heads;
+  const int64_t T = seqlen_;
+  const DenseMatrix wq = dense(w[LinearName::Q], nq, hidden);
+  const DenseMatrix wk = dense(w[LinearName::K], nkv, hidden);
+  const DenseMatrix wv = dense(w[LinearName::V], nkv, hidden);
+  attn_out_.assign(size_t(tokens() * nq), 0.0f);
+  std::vector<float> h(static_cast<size_t>(T * hidden)), q(static_cast<size_t>(T * nq)),
+      k(static_cast<size_t>(T * nkv)), v(static_cast<size_t>(T * nkv));
+  std::vector<float> qh(static_cast<size_t>(T * hd)), kh(static_cast<size_t>(T * hd)),
+      vt(static_cast<size_t>(hd * T)), scores(static_cast<size_t>(T * T)),
+      oh(static_cast<size_t>(T * hd));
+  const float scale = 1.0f / std::sqrt(float(hd));
+  for (int64_t s = 0; s < n_samples_; ++s) {
+    const int64_t r0 = s * T;
+    cpu::rmsnorm_rows(x.data() + r0 * hidden, w.attn_norm.data(), T, hidden, dims_.eps, h.data());
+    cpu::linear(wq, w.q_bias.empty() ? nullptr : w.q_bias.data(), h.data(), T, q.data());
+    cpu::linear(wk, w.k_bias.empty() ? nullptr : w.k_bias.data(), h.data(), T, k.data());
+    cpu::linear(wv, w.v_bias.empty() ? nullptr : w.v_bias.data(), h.data(), T, v.data());
+    if (dims_.qk_norm) {
+      cpu::rmsnorm_rows(q.data(), w.q_norm.data(), T * dims_.n_heads, hd, dims_.eps, q.data());
+      cpu::rmsnorm_rows(k.data(), w.k_norm.data(), T * dims_.n_kv_heads, hd, dims_.eps, k.data());
+    }
+    for (int64_t t = 0; t < T; ++t) {
+      const float* c = cos_.data() + t * half;
+      const float* sn = sin_.data() + t * half;
+      for (int64_t hh = 0; hh < dims_.n_heads; ++hh)
+        apply_rope(q.data() + t * nq + hh * hd, hd, c, sn);
+      for (int64_t hh = 0; hh < dims_.n_kv_heads; ++hh)
+        apply_rope(k.data() + t * nkv + hh * hd, hd, c, sn);
+    }
+    for (int64_t kvh = 0; kvh < dims_.n_kv_heads; ++kvh) {
+      for (int64_t t = 0; t < T; ++t) {
+        std::memcpy(kh.data() + t * hd, k.data() + t * nkv + kvh * hd, size_t(hd) * 4);
+        for (int64_t d = 0; d < hd; ++d) vt[size_t(d * T + t)] = v[size_t(t * nkv + kvh * hd + d)];
+      }
+      // Scores and weighted values through the matmul kernel: Q·Kᵀ with K as the "weight",
+      // then P·V with Vᵀ as the weight.
+      const DenseMatrix km = dense(kh, T, hd);
+      const DenseMatrix vm = dense(vt, hd, T);
+      for (int64_t hh = kvh * group; hh < (kvh + 1) * group; ++hh) {
+        for (int64_t t = 0; t < T; ++t)
+          std::memcpy(qh.data() + t * hd, q.data() + t * nq + hh * hd, size_t(hd) * 4);
+        cpu::linear(km, nullptr, qh.data(), T, scores.data());
+        for (int64_t i = 0; i < T; ++i) {
+          float* row = scores.data() + i * T;
+          float mx = -std::numeric_limits<float>::infinity();
+          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, row[j] * scale);
+          float sum = 0.0f;
+          for (int64_t j = 0; j <= i; ++j) {
+            row[j] = std::exp(row[j] * scale - mx);
+            sum += row[j];
+          }
+          const float inv = 1.0f / sum;
+          for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+          for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;
+        }
+        cpu::linear(vm, nullptr, scores.data(), T, oh.data());
+        for (int64_t t = 0; t < T; ++t)
+          std::memcpy(attn_out_.data() + (r0 + t) * nq + hh * hd, oh.data() + t * hd,
+                      size_t(hd) * 4);
+      }
+    }
+  }
+  const int64_t chunk = chunk_rows();
+  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk)
+    sink(InputGroup::O, attn_out_.data() + r0 * nq, std::min(chunk, tokens() - r0));
+}
+
+void DecoderLayerRunner::run_o(const LayerWeights& w, const std::vector<float>& x,
+                               const InputSink& sink) {
+  const int64_t hidden = dims_.hidden, nq = dims_.n_heads * dims_.head_dim;
+  const DenseMatrix wo = dense(w[LinearName::O], hidden, nq);
+  x1_.resize(size_t(tokens() * hidden));
+  cpu::linear(wo, nullptr, attn_out_.data(), tokens(), x1_.data());
+  cpu::add_inplace(x1_.data(), x.data(), tokens() * hidden);
+  const int64_t chunk = chunk_rows();
+  std::vector<float> h;
+  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk) {
+    const int64_t rows = std::min(chunk, tokens() - r0);
+    h.resize(size_t(rows * hidden));
+    cpu::rmsnorm_rows(x1_.data() + r0 * hidden, w.mlp_norm.data(), rows, hidden, dims_.eps,
+                      h.data());
+    sink(InputGroup::GateUp, h.data(), rows);
+  }
+}
+
+void DecoderLayerRunner::gate_up_chunk(const LayerWeights& w, int64_t r0, int64_t rows,
+                                       float* act) {
+  const int64_t hidden = dims_.hidden, inter = dims_.intermediate;
+  std::vector<float> gate_up_w;
+  gate_up_w.reserve(size_t(2 * inter * hidden));
+  gate_up_w.insert(gate_up_w.end(), w[LinearName::Gate].begin(), w[LinearName::Gate].end());
+  gate_up_w.insert(gate_up_w.end(), w[LinearName::Up].begin(), w[LinearName::Up].end());
+  const DenseMatrix m = dense(gate_up_w, 2 * inter, hidden);
+  std::vector<float> h(static_cast<size_t>(rows * hidden)),
+      gu(static_cast<size_t>(rows * 2 * inter));
+  cpu::rmsnorm_rows(x1_.data() + r0 * hidden, w.mlp_norm.data(), rows, hidden, dims_.eps, h.data());
+  cpu::linear(m, nullptr, h.data(), rows, gu.data());
+  cpu::silu_mul_rows(gu.data(), rows, inter, act);
+}
+
+void DecoderLayerRunner::run_gate_up(const LayerWeights& w, const InputSink& sink) {
+  const int64_t inter = dims_.intermediate;
+  act_stored_ = tokens() * inter * int64_t(sizeof(float)) <= kActBudgetBytes;
+  // Whole-batch when stored (one weight conversion); else chunk by chunk.
+  if (act_stored_) {
+    act_.resize(size_t(tokens() * inter));
+    gate_up_chunk(w, 0, tokens(), act_.data());
+    const int64_t chunk = chunk_rows();
+    for (int64_t r0 = 0; r0 < tokens(); r0 += chunk)
+      sink(InputGroup::Down, act_.data() + r0 * inter, std::min(chunk, tokens() - r0));
+    return;
+  }
+  act_.clear();
+  act_.shrink_to_fit();
+  const int64_t chunk = chunk_rows();
+  std::vector<float> act;
+  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk) {
+    const int64_t rows = std::min(chunk, tokens() - r0);
+    act.resize(size_t(rows * inter));
+    gate_up_chunk(w, r0, rows, act.data());
+    sink(InputGroup::Down, act.data(), rows);
+  }
+}
+
+void DecoderLayerRunner::run_down(const LayerWeights& w, std::vector<float>& out) {
+  const int64_t hidden = dims_.hidden, inter = dims_.intermediate;
+  const DenseMatrix wd = dense(w[LinearName::Down], hidden, inter);
+  out.resize(size_t(tokens() * hidden));
+  if (act_stored_) {
+    cpu::linear(wd, nullptr, act_.data(), tokens(), out.data());
+  } else {
+    const int64_t chunk = chunk_rows();
+    std::vector<float> act;
+    for (int64_t r0 = 0; r0 < tokens(); r0 += chunk) {
+      const int64_t rows = std::min(chunk, tokens() - r0);
+      act.resize(size_t(rows * inter));
+      gate_up_chunk(w, r0, rows, act.data());
+      cpu::linear(wd, nullptr, act.data(), rows, out.data() + r0 * hidden);
+    }
+  }
+  cpu::add_inplace(out.data(), x1_.data(), tokens() * hidden);
+  act_.clear();
+  act_.shrink_to_fit();
+}
+
+void DecoderLayerRunner::forward(const LayerWeights& w, const std::vector<float>& x,
+                                 std::vector<float>& out) {
+  const InputSink none = [](InputGroup, const float*, int64_t) {};
+  run_attention(w, x, none);
+  run_o(w, x, none);
+  run_gate_up(w, none);
+  run_down(w, out);
+}
+
+}  // namespace nibble::quantize

@@ -1,0 +1,91 @@
+#include "quantize/input_statistics.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+
+namespace nibble::quantize {
+
+InputStatistics::InputStatistics(int64_t k, bool want_hessian, int64_t keep_every, int64_t keep_max)
+    : k_(k), keep_every_(keep_every), keep_max_(keep_max) {
+  if (want_hessian) xtx_.assign(size_t(k * k), 0.0);
+  abs_sum_.assign(size_t(k), 0.0);
+  max_abs_.assign(size_t(k), 0.0f);
+}
+
+void InputStatistics::add(const float* x, int64_t m) {
+  if (m <= 0) return;
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = x + r * k_;
+    for (int64_t c = 0; c < k_; ++c) {
+      const float a = std::fabs(row[c]);
+      abs_sum_[size_t(c)] += a;
+      max_abs_[size_t(c)] = std::max(max_abs_[size_t(c)], a);
+    }
+    if (keep_every_ > 0 && (n_ + r) % keep_every_ == 0 && kept_count() < keep_max_)
+      kept_.insert(kept_.end(), row, row + k_);
+  }
+  if (!xtx_.empty()) {
+    // XᵀX through the dense matmul kernel (vectorised and spread over the thread pool): with
+    // Xᵀ as both the weight [K, m] and the input [K, m], y[i][j] = Σ_t x[t][i]·x[t][j]. Chunks
+    // keep the f32 partial sums short; the running total is double.
+    constexpr int64_t kChunk = 1024;
+    std::vector<float> xt;
+    std::vector<float> y(static_cast<size_t>(k_ * k_));
+    for (int64_t r0 = 0; r0 < m; r0 += kChunk) {
+      const int64_t rows = std::min(kChunk, m - r0);
+      xt.assign(size_t(k_ * rows), 0.0f);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < k_; ++c) xt[size_t(c * rows + r)] = x[(r0 + r) * k_ + c];
+      const cpu::DenseMatrix w(cpu::WeightType::F32, k_, rows, xt);
+      cpu::linear(w, nullptr, xt.data(), k_, y.data());
+      for (size_t i = 0; i < y.size(); ++i) xtx_[i] += double(y[i]);
+    }
+  }
+  n_ += m;
+}
+
+std::vector<double> InputStatistics::hessian() const {
+  NIBBLE_CHECK(!xtx_.empty() && n_ > 0, "quantize: no Hessian was collected for this layer");
+  std::vector<double> h(xtx_.size());
+  const double s = 2.0 / double(n_);
+  for (size_t i = 0; i < h.size(); ++i) h[i] = xtx_[i] * s;
+  return h;
+}
+
+std::vector<float> InputStatistics::mean_abs() const {
+  std::vector<float> out(static_cast<size_t>(k_));
+  for (int64_t c = 0; c < k_; ++c)
+    out[size_t(c)] = n_ > 0 ? float(abs_sum_[size_t(c)] / double(n_)) : 0.0f;
+  return out;
+}
+
+void InputStatistics::rescale_inputs(const std::vector<float>& s) {
+  NIBBLE_CHECK(int64_t(s.size()) == k_, "rescale_inputs: {} scales for K={}", s.size(), k_);
+  for (int64_t i = 0; i < k_; ++i) {
+    const double si = s[size_t(i)];
+    abs_sum_[size_t(i)] /= si;
+    max_abs_[size_t(i)] = float(max_abs_[size_t(i)] / si);
+    if (!xtx_.empty())
+      for (int64_t j = 0; j < k_; ++j) xtx_[size_t(i * k_ + j)] /= si * double(s[size_t(j)]);
+  }
+  for (size_t r = 0; r < kept_.size(); ++r) kept_[r] /= s[r % size_t(k_)];
+}
+
+void InputStatistics::restore(int64_t n, std::vector<double> hessian_sum,
+                              std::vector<double> abs_sum, std::vector<float> max_abs,
+                              std::vector<float> kept) {
+  NIBBLE_CHECK(int64_t(abs_sum.size()) == k_ && int64_t(max_abs.size()) == k_ &&
+                   (hessian_sum.empty() || int64_t(hessian_sum.size()) == k_ * k_) &&
+                   int64_t(kept.size()) % std::max<int64_t>(k_, 1) == 0,
+               "calibration file: statistics of the wrong size for K={}", k_);
+  n_ = n;
+  xtx_ = std::move(hessian_sum);
+  abs_sum_ = std::move(abs_sum);
+  max_abs_ = std::move(max_abs);
+  kept_ = std::move(kept);
+}
+
+}  // namespace nibble::quantize

@@ -1,0 +1,299 @@
+#include "quantize/int_quantizer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "backend/cpu/ops.h"
+#include "core/error.h"
+#include "core/numeric.h"
+#include "core/thread_pool.h"
+#include "quant/formats/int_codes.h"
+#include "quant/reference/dequantize.h"
+#include "quant/types.h"
+#include "quantize/linear_algebra.h"
+
+namespace nibble::quantize {
+namespace {
+
+using quant::QuantizedTensor;
+
+struct Grid {
+  int32_t maxq = 15;
+  int32_t mid = 8;
+};
+
+Grid grid_of(const IntQuantOptions& o) {
+  NIBBLE_CHECK(o.bits == 2 || o.bits == 3 || o.bits == 4 || o.bits == 8,
+               "quantize: bits={} (expected 2, 3, 4 or 8)", o.bits);
+  return {(1 << o.bits) - 1, 1 << (o.bits - 1)};
+}
+
+int64_t effective_group(const IntQuantOptions& o, int64_t cols) {
+  NIBBLE_CHECK(o.group_size == -1 || o.group_size > 0,
+               "quantize: group size {} (expected -1 or > 0)", o.group_size);
+  return o.group_size == -1 ? cols : std::min(o.group_size, cols);
+}
+
+// The smallest positive value each scale dtype holds: a group of zeros or denormal-tiny weights
+// must not get a zero scale (the division below would give NaN codes).
+float smallest_scale(quant::ScaleDType dtype) {
+  switch (dtype) {
+    case quant::ScaleDType::F16: return 6.103515625e-05f;  // smallest normal f16
+    case quant::ScaleDType::BF16:
+    case quant::ScaleDType::F32:
+    default: return 1.1754944e-38f;
+  }
+}
+
+// Scale and zero of one row of one group from its values v[0..count) (stride apart).
+void find_params(const double* v, int64_t count, int64_t stride, const IntQuantOptions& o,
+                 const Grid& grid, float& scale, int32_t& zero) {
+  double lo = 0.0, hi = 0.0;
+  for (int64_t c = 0; c < count; ++c) {
+    lo = std::min(lo, v[c * stride]);
+    hi = std::max(hi, v[c * stride]);
+  }
+  if (o.symmetric) {
+    double amax = std::max(-lo, hi);
+    if (amax == 0.0) amax = 1.0;
+    scale = round_scale(float(2.0 * amax / grid.maxq), o.scale_dtype);
+    scale = std::max(scale, smallest_scale(o.scale_dtype));
+    zero = grid.mid;
+    return;
+  }
+  if (lo == 0.0 && hi == 0.0) lo = -1.0, hi = 1.0;
+  scale = round_scale(float((hi - lo) / grid.maxq), o.scale_dtype);
+  scale = std::max(scale, smallest_scale(o.scale_dtype));
+  zero = std::clamp(int32_t(std::nearbyint(-lo / double(scale))), o.min_zero, grid.maxq);
+}
+
+inline int32_t quantize_value(double w, float scale, int32_t zero, int32_t maxq) {
+  return std::clamp(int32_t(std::nearbyint(w / double(scale))) + zero, 0, maxq);
+}
+
+// Codes (unsigned, with zero) → the canonical QuantizedTensor the loaders produce: signed codes
+// and no zeros when every zero is 2^(b−1), trivial g_idx dropped.
+QuantizedTensor make_tensor(int64_t rows, int64_t cols, int64_t group, const IntQuantOptions& o,
+                            const std::vector<int32_t>& codes_nk, const std::vector<float>& scales,
+                            const std::vector<int32_t>& zeros, std::vector<int32_t> g_idx) {
+  QuantizedTensor t;
+  t.rows = rows;
+  t.cols = cols;
+  t.elem = quant::unsigned_int_type(o.bits, "quantize bits");
+  t.zero_kind = quant::ZeroKind::Integer;
+  t.scale_dtype = o.scale_dtype;
+  quant::allocate_codes(t);
+  quant::set_scale_layout(t, 1, group);
+  NIBBLE_CHECK(int64_t(scales.size()) == rows * t.scale_cols, "quantize: internal scale count");
+  t.scales = scales;
+  t.int_zeros = zeros;
+  for (int64_t n = 0; n < rows; ++n)
+    for (int64_t k = 0; k < cols; ++k)
+      quant::set_code(t, n, k, uint32_t(codes_nk[size_t(n * cols + k)]));
+  t.g_idx = std::move(g_idx);
+  quant::make_signed_if_symmetric(t);
+  if (!t.g_idx.empty()) quant::drop_trivial_g_idx(t);
+  return t;
+}
+
+void check_shape(std::span<const float> w, int64_t rows, int64_t cols, const char* what) {
+  NIBBLE_CHECK(rows > 0 && cols > 0 && int64_t(w.size()) == rows * cols,
+               "{}: {} values for a [{}, {}] weight", what, w.size(), rows, cols);
+}
+
+}  // namespace
+
+float round_scale(float v, quant::ScaleDType dtype) {
+  switch (dtype) {
+    case quant::ScaleDType::F16: return f16_to_f32(f32_to_f16(v));
+    case quant::ScaleDType::BF16: return bf16_to_f32(f32_to_bf16(v));
+    case quant::ScaleDType::F32: return v;
+    default: fail("quantize: integer scales are stored as f32, f16 or bf16");
+  }
+}
+
+QuantizedTensor quantize_int_rtn(std::span<const float> w, int64_t rows, int64_t cols,
+                                 const IntQuantOptions& options) {
+  check_shape(w, rows, cols, "quantize_int_rtn");
+  const Grid grid = grid_of(options);
+  const int64_t group = effective_group(options, cols);
+  const int64_t n_groups = (cols + group - 1) / group;
+  std::vector<int32_t> codes(static_cast<size_t>(rows * cols));
+  std::vector<float> scales(static_cast<size_t>(rows * n_groups));
+  std::vector<int32_t> zeros(static_cast<size_t>(rows * n_groups));
+  std::vector<double> row(static_cast<size_t>(cols));
+  for (int64_t n = 0; n < rows; ++n) {
+    for (int64_t k = 0; k < cols; ++k) row[size_t(k)] = w[size_t(n * cols + k)];
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t k0 = g * group, k1 = std::min(cols, k0 + group);
+      float& s = scales[size_t(n * n_groups + g)];
+      int32_t& z = zeros[size_t(n * n_groups + g)];
+      find_params(row.data() + k0, k1 - k0, 1, options, grid, s, z);
+      for (int64_t k = k0; k < k1; ++k)
+        codes[size_t(n * cols + k)] = quantize_value(row[size_t(k)], s, z, grid.maxq);
+    }
+  }
+  return make_tensor(rows, cols, group, options, codes, scales, zeros, {});
+}
+
+QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
+                                  std::span<const double> h, const IntQuantOptions& options,
+                                  const GptqOptions& gptq) {
+  check_shape(w, rows, cols, "quantize_int_gptq");
+  NIBBLE_CHECK(int64_t(h.size()) == cols * cols, "quantize_int_gptq: Hessian of {} values for K={}",
+               h.size(), cols);
+  NIBBLE_CHECK(gptq.block_size > 0 && gptq.damp_percent >= 0.0,
+               "quantize_int_gptq: block size {} and damp {}", gptq.block_size, gptq.damp_percent);
+  const Grid grid = grid_of(options);
+  const int64_t K = cols, N = rows;
+  const int64_t group = effective_group(options, cols);
+  const bool grouped = options.group_size != -1;
+  const int64_t n_groups = (K + group - 1) / group;
+
+  // Processing order.
+  std::vector<int64_t> perm(static_cast<size_t>(K));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (gptq.act_order) {
+    std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) {
+      return h[size_t(a * K + a)] > h[size_t(b * K + b)];
+    });
+  }
+  // Wt[i][n]: column perm[i] of W, so each column is a contiguous row.
+  std::vector<double> wt(static_cast<size_t>(K * N));
+  std::vector<double> hp(static_cast<size_t>(K * K));
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t k = perm[size_t(i)];
+    const bool dead = h[size_t(k * K + k)] == 0.0;
+    for (int64_t n = 0; n < N; ++n) wt[size_t(i * N + n)] = dead ? 0.0 : w[size_t(n * K + k)];
+    for (int64_t j = 0; j < K; ++j) hp[size_t(i * K + j)] = h[size_t(k * K + perm[size_t(j)])];
+    if (dead) hp[size_t(i * K + i)] = 1.0;
+  }
+  double mean_diag = 0.0;
+  for (int64_t i = 0; i < K; ++i) mean_diag += hp[size_t(i * K + i)];
+  mean_diag /= double(K);
+  std::vector<double> u;
+  // A rank-deficient H (fewer calibration tokens than K, or duplicated inputs) can still fail
+  // at 1% dampening; more dampening is what the reference implementations advise.
+  double damp = gptq.damp_percent;
+  for (int attempt = 0;; ++attempt) {
+    std::vector<double> hd = hp;
+    for (int64_t i = 0; i < K; ++i) hd[size_t(i * K + i)] += damp * mean_diag;
+    if (inverse_upper_cholesky(hd, K, u)) break;
+    NIBBLE_CHECK(attempt < 6, "quantize_int_gptq: Hessian not positive definite even with damp {}",
+                 damp);
+    damp = damp == 0.0 ? 0.01 : damp * 4.0;
+  }
+
+  std::vector<float> scales(static_cast<size_t>(N * n_groups));
+  std::vector<int32_t> zeros(static_cast<size_t>(N * n_groups));
+  std::vector<float> col_scale(static_cast<size_t>(N));
+  std::vector<int32_t> col_zero(static_cast<size_t>(N));
+  // Static groups and per-channel: parameters from the (dead-zeroed) weights before any update.
+  if (gptq.static_groups || !grouped) {
+    std::vector<double> natural(static_cast<size_t>(K * N));
+    for (int64_t i = 0; i < K; ++i)
+      std::copy_n(wt.data() + i * N, N, natural.data() + perm[size_t(i)] * N);
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t k0 = g * group, k1 = std::min(K, k0 + group);
+      for (int64_t n = 0; n < N; ++n)
+        find_params(natural.data() + k0 * N + n, k1 - k0, N, options, grid,
+                    scales[size_t(n * n_groups + g)], zeros[size_t(n * n_groups + g)]);
+    }
+  }
+
+  std::vector<int32_t> codes(static_cast<size_t>(N * K));  // [N, K] in original column order
+  std::vector<int32_t> g_idx(static_cast<size_t>(K), 0);
+  const int64_t B = gptq.block_size;
+  std::vector<double> err(static_cast<size_t>(B * N));
+  ThreadPool& pool = ThreadPool::global();
+  for (int64_t i1 = 0; i1 < K; i1 += B) {
+    const int64_t i2 = std::min(K, i1 + B);
+    for (int64_t i = i1; i < i2; ++i) {
+      const int64_t k = perm[size_t(i)];
+      int64_t g = 0;
+      if (grouped) g = gptq.static_groups ? k / group : i / group;
+      if (grouped && !gptq.static_groups && i % group == 0) {
+        const int64_t count = std::min(group, K - i);
+        for (int64_t n = 0; n < N; ++n)
+          find_params(wt.data() + i * N + n, count, N, options, grid,
+                      scales[size_t(n * n_groups + g)], zeros[size_t(n * n_groups + g)]);
+      }
+      g_idx[size_t(k)] = int32_t(g);
+      const double d = u[size_t(i * K + i)];
+      double* wi = wt.data() + i * N;
+      double* ei = err.data() + (i - i1) * N;
+      for (int64_t n = 0; n < N; ++n) {
+        const float s = scales[size_t(n * n_groups + g)];
+        const int32_t z = zeros[size_t(n * n_groups + g)];
+        const int32_t q = quantize_value(wi[n], s, z, grid.maxq);
+        codes[size_t(n * K + k)] = q;
+        const double deq = double(s) * double(q - z);
+        ei[n] = (wi[n] - deq) / d;
+      }
+      const double* ui = u.data() + i * K;
+      // Within the block the updates are small (≤ 127 rows of N): serial beats waking the pool.
+      for (int64_t j = i + 1; j < i2; ++j) {
+        const double c = ui[j];
+        double* wj = wt.data() + j * N;
+        for (int64_t n = 0; n < N; ++n) wj[n] -= c * ei[n];
+      }
+    }
+    // The block's errors reach the later columns in one pass (GPTQ's lazy batch update).
+    pool.parallel_for(K - i2, std::max<int64_t>(1, (K - i2) / 8), [&](int64_t begin, int64_t end) {
+      for (int64_t j = i2 + begin; j < i2 + end; ++j) {
+        double* wj = wt.data() + j * N;
+        for (int64_t b = 0; b < i2 - i1; ++b) {
+          const double c = u[size_t((i1 + b) * K + j)];
+          const double* eb = err.data() + b * N;
+          for (int64_t n = 0; n < N; ++n) wj[n] -= c * eb[n];
+        }
+      }
+    });
+  }
+  if (!grouped) g_idx.clear();
+  return make_tensor(N, K, group, options, codes, scales, zeros, std::move(g_idx));
+}
+
+void fake_quantize_group(const float* v, int64_t count, const IntQuantOptions& options,
+                         float* out) {
+  const Grid grid = grid_of(options);
+  thread_local std::vector<double> values;
+  values.assign(v, v + count);
+  float s;
+  int32_t z;
+  find_params(values.data(), count, 1, options, grid, s, z);
+  for (int64_t i = 0; i < count; ++i)
+    out[i] = s * float(quantize_value(values[size_t(i)], s, z, grid.maxq) - z);
+}
+
+std::vector<float> fake_quantize_rtn(std::span<const float> w, int64_t rows, int64_t cols,
+                                     const IntQuantOptions& options) {
+  check_shape(w, rows, cols, "fake_quantize_rtn");
+  const int64_t group = effective_group(options, cols);
+  std::vector<float> out(w.size());
+  ThreadPool::global().parallel_for(rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n)
+      for (int64_t k0 = 0; k0 < cols; k0 += group)
+        fake_quantize_group(w.data() + n * cols + k0, std::min(group, cols - k0), options,
+                            out.data() + n * cols + k0);
+  });
+  return out;
+}
+
+double output_error(std::span<const float> w, std::span<const float> w_hat, int64_t rows,
+                    int64_t cols, std::span<const float> x, int64_t m) {
+  NIBBLE_CHECK(
+      w.size() == w_hat.size() && int64_t(w.size()) == rows * cols && int64_t(x.size()) == m * cols,
+      "output_error: shapes disagree");
+  std::vector<float> diff(w.size());
+  for (size_t i = 0; i < w.size(); ++i) diff[i] = w[i] - w_hat[i];
+  const cpu::DenseMatrix d(cpu::WeightType::F32, rows, cols, diff);
+  std::vector<float> y(static_cast<size_t>(m * rows));
+  cpu::linear(d, nullptr, x.data(), m, y.data());
+  double total = 0.0;
+  for (float v : y) total += double(v) * double(v);
+  return total / double(std::max<int64_t>(m, 1));
+}
+
+}  // namespace nibble::quantize

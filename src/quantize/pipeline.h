@@ -1,0 +1,57 @@
+#pragma once
+// The offline quantization pipeline (true-sequential, layer by layer): embed the calibration
+// tokens, then for each decoder layer load only that layer's dense weights, run it in f32 on
+// all samples while collecting each linear group's input statistics, quantize the group, and
+// run the next group on the quantized outputs; the quantized layer's output feeds the next
+// layer, and the layer's dense weights are dropped.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "quant/scheme.h"
+#include "quantize/calibration_data.h"
+#include "quantize/recipe.h"
+
+namespace nibble {
+struct ModelSource;
+}
+
+namespace nibble::quantize {
+
+struct LinearReport {
+  std::string module;
+  // ‖X(W − Ŵ)ᵀ‖² / ‖XWᵀ‖² on kept calibration rows (NaN without calibration).
+  double relative_error = 0.0;
+};
+
+struct QuantizedModel {
+  std::map<std::string, quant::LinearScheme> linears;  // by module path
+  // Dense tensors the method changed (SmoothQuant/AWQ fold their scales into the RMSNorm
+  // weights), as the values the export stores (already rounded to its dtype).
+  std::map<std::string, std::vector<float>> overrides;
+  std::vector<LinearReport> report;
+  int64_t calibration_samples = 0, calibration_seqlen = 0;
+};
+
+struct PipelineOptions {
+  CalibrationOptions calibration;
+  std::filesystem::path save_calibration;  // directory: layer_<i>.safetensors
+  std::filesystem::path load_calibration;
+  bool progress = true;  // layer i of n, time left, per-layer errors on stderr
+  // Dtype the export stores integer scales in (scales are rounded to it before rounding codes).
+  quant::ScaleDType int_scale_dtype = quant::ScaleDType::BF16;
+};
+
+// Whether the recipe needs calibration data at all (RTN weight-only schemes do not).
+bool needs_calibration(const Recipe& recipe);
+
+QuantizedModel run_quantization(const ModelSource& source, const Recipe& recipe,
+                                const PipelineOptions& options);
+
+// Module paths of the decoder linears of `layer`, in quantization order.
+std::string linear_module(int64_t layer, const char* suffix);
+
+}  // namespace nibble::quantize

@@ -1,0 +1,181 @@
+#include "quantize/recipe.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "formats/gguf/gguf_file.h"
+#include "formats/hf/hf_config.h"
+
+namespace nibble::quantize {
+
+ModulePattern::ModulePattern(std::string pattern) : text(std::move(pattern)) {
+  if (text.rfind("re:", 0) == 0) {
+    try {
+      regex = std::regex(text.substr(3));
+    } catch (const std::regex_error& e) {
+      fail("--ignore '{}': not a valid regex: {}", text, e.what());
+    }
+  }
+}
+
+bool ModulePattern::matches(const std::string& module) const {
+  if (regex) return std::regex_match(module, *regex);
+  if (module == text) return true;
+  // "lm_head" ignores "lm_head"; "mlp.down_proj" ignores every layer's down_proj.
+  return module.size() > text.size() &&
+         module.compare(module.size() - text.size(), text.size(), text) == 0 &&
+         module[module.size() - text.size() - 1] == '.';
+}
+
+bool Recipe::ignored(const std::string& module) const {
+  for (const auto& p : ignore)
+    if (p.matches(module)) return true;
+  return false;
+}
+
+Method parse_method(const std::string& name) {
+  if (name == "rtn") return Method::Rtn;
+  if (name == "gptq") return Method::Gptq;
+  if (name == "awq") return Method::Awq;
+  if (name == "smoothquant") return Method::SmoothQuant;
+  if (name == "smoothquant+gptq") return Method::SmoothQuantGptq;
+  fail("--method: unknown value '{}' (expected rtn, gptq, awq, smoothquant or smoothquant+gptq)",
+       name);
+}
+
+std::string method_name(Method m) {
+  switch (m) {
+    case Method::Rtn: return "rtn";
+    case Method::Gptq: return "gptq";
+    case Method::Awq: return "awq";
+    case Method::SmoothQuant: return "smoothquant";
+    case Method::SmoothQuantGptq:
+    default: return "smoothquant+gptq";
+  }
+}
+
+void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmetric_flag) {
+  const std::string& s = r.scheme;
+  r.act = quant::ActQuantKind::None;
+  if (s == "W4A16" || s == "W8A16" || s == "W8A8" || s == "W4A16_ASYM" || s == "W2A16" ||
+      s == "W3A16") {
+    r.kind = WeightKind::Int;
+    r.bits = s[1] - '0';
+    r.group_size = r.bits == 8 ? -1 : 128;
+    r.symmetric = s != "W4A16_ASYM";
+    if (s == "W8A8") r.act = quant::ActQuantKind::DynamicPerTokenInt8;
+  } else if (s == "FP8_DYNAMIC") {
+    r.kind = WeightKind::Fp8;
+    r.act = quant::ActQuantKind::DynamicPerTokenFp8;
+  } else if (s == "FP8") {
+    r.kind = WeightKind::Fp8;
+    r.fp8_per_tensor = true;
+    r.act = quant::ActQuantKind::StaticPerTensorFp8;
+  } else if (s == "FP8_BLOCK") {
+    r.kind = WeightKind::Fp8;
+    r.fp8_block = 128;
+    r.act = quant::ActQuantKind::DynamicPerTokenGroupFp8;
+    r.act_group_size = 128;
+  } else if (s == "Q4_0" || s == "Q8_0" || s == "Q4_K") {
+    r.kind = WeightKind::Gguf;
+    const auto t = gguf::type_from_name(s);
+    NIBBLE_CHECK(t.has_value(), "--scheme {}: unknown GGUF type", s);
+    r.gguf_type = int(*t);
+  } else if (s == "NVFP4") {
+    r.kind = WeightKind::Nvfp4;
+    fail("--scheme NVFP4: not implemented yet (use FP8 or an integer scheme)");
+  } else {
+    fail(
+        "--scheme: unknown value '{}' (expected W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
+        "FP8, FP8_BLOCK, Q4_0, Q8_0, Q4_K)",
+        s);
+  }
+  if (group_size_flag != 0) {
+    NIBBLE_CHECK(r.kind == WeightKind::Int, "--group-size applies to integer schemes, not {}", s);
+    NIBBLE_CHECK(group_size_flag == -1 || group_size_flag > 0,
+                 "--group-size {}: expected -1 (per channel) or a positive size", group_size_flag);
+    r.group_size = group_size_flag;
+  }
+  if (symmetric_flag) {
+    NIBBLE_CHECK(r.kind == WeightKind::Int, "--asym/--sym apply to integer schemes, not {}", s);
+    r.symmetric = *symmetric_flag;
+  }
+  if (r.act == quant::ActQuantKind::DynamicPerTokenInt8)
+    NIBBLE_CHECK(r.symmetric, "--scheme W8A8: weights must be symmetric (vLLM's int8 kernel)");
+
+  // Method and format.
+  const bool int_method = r.method == Method::Gptq || r.method == Method::Awq ||
+                          r.method == Method::SmoothQuantGptq || r.method == Method::SmoothQuant;
+  NIBBLE_CHECK(!int_method || r.kind == WeightKind::Int,
+               "--method {}: calibrated methods apply to integer schemes; use --method rtn for {}",
+               method_name(r.method), s);
+  const bool smooth = r.method == Method::SmoothQuant || r.method == Method::SmoothQuantGptq;
+  NIBBLE_CHECK(!smooth || r.act == quant::ActQuantKind::DynamicPerTokenInt8,
+               "--method {}: SmoothQuant moves activation outliers into the weights; it is for "
+               "W8A8 (int8 activations), not {}",
+               method_name(r.method), s);
+  const std::string& f = r.format;
+  if (f == "gguf") {
+    NIBBLE_CHECK(r.kind == WeightKind::Gguf, "--format gguf needs --scheme Q4_0, Q8_0 or Q4_K");
+  } else {
+    NIBBLE_CHECK(r.kind != WeightKind::Gguf, "--scheme {} needs --format gguf", s);
+  }
+  if (f == "gptq") {
+    NIBBLE_CHECK(r.kind == WeightKind::Int && r.act == quant::ActQuantKind::None,
+                 "--format gptq holds weight-only integer schemes (W4A16, W8A16), not {}", s);
+  } else if (f == "awq") {
+    NIBBLE_CHECK(r.kind == WeightKind::Int && r.bits == 4 && r.act == quant::ActQuantKind::None &&
+                     r.group_size != -1 && !r.act_order,
+                 "--format awq holds 4-bit grouped weight-only integers without act-order (AutoAWQ "
+                 "GEMM)");
+  } else if (f == "fp8") {
+    NIBBLE_CHECK(r.kind == WeightKind::Fp8 && s != "FP8_DYNAMIC",
+                 "--format fp8 holds --scheme FP8 (per-tensor, static activations) or FP8_BLOCK; "
+                 "FP8_DYNAMIC (per-channel) is written as --format compressed-tensors");
+  } else if (f == "compressed-tensors") {
+    NIBBLE_CHECK(r.kind == WeightKind::Int || r.kind == WeightKind::Fp8,
+                 "--format compressed-tensors holds integer and FP8 schemes, not {}", s);
+  } else if (f != "gguf") {
+    fail("--format: unknown value '{}' (expected compressed-tensors, gptq, awq, fp8 or gguf)", f);
+  }
+  if (r.act_order)
+    NIBBLE_CHECK(r.method == Method::Gptq || r.method == Method::SmoothQuantGptq,
+                 "--act-order applies to GPTQ");
+}
+
+void read_recipe_file(const std::filesystem::path& path, Recipe& r, int64_t& group_size,
+                      std::optional<bool>& symmetric) {
+  const nlohmann::json j = read_json_file(path);
+  NIBBLE_CHECK(j.is_object(), "--recipe {}: expected a JSON object", path.string());
+  try {
+    for (const auto& [key, value] : j.items()) {
+      if (key == "scheme") {
+        r.scheme = value.get<std::string>();
+      } else if (key == "method") {
+        r.method = parse_method(value.get<std::string>());
+      } else if (key == "format") {
+        r.format = value.get<std::string>();
+      } else if (key == "group_size") {
+        group_size = value.get<int64_t>();
+      } else if (key == "symmetric") {
+        symmetric = value.get<bool>();
+      } else if (key == "act_order") {
+        r.act_order = value.get<bool>();
+      } else if (key == "static_groups") {
+        r.static_groups = value.get<bool>();
+      } else if (key == "damp_percent") {
+        r.damp_percent = value.get<double>();
+      } else if (key == "smoothquant_alpha") {
+        r.smoothquant_alpha = value.get<float>();
+      } else if (key == "ignore") {
+        for (const auto& p : value) r.ignore.emplace_back(p.get<std::string>());
+      } else {
+        fail("--recipe {}: unknown key '{}'", path.string(), key);
+      }
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("--recipe {}: {}", path.string(), e.what());
+  }
+}
+
+}  // namespace nibble::quantize

@@ -4,8 +4,8 @@
 // call finds its weight in the 50 MB L2), calls rotate through the copies; one sample = 20
 // back-to-back calls between two CUDA events; the figure is the median of 15 samples after 3
 // warm-up samples, divided by 20. Weight TB/s counts the bytes the kernel must stream (codes,
-// scales, zeros); TFLOP/s counts 2·M·N·K. Output: CSV lines on stdout
-// (kernel,K,N,M,us,weight_bytes,path).
+// scales, zeros); TFLOP/s counts 2·M·N·K. Paged attention (bench_attention): K = context,
+// N = batch, bytes = K and V read. Output: CSV lines on stdout (kernel,K,N,M,us,weight_bytes,path).
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -19,6 +19,7 @@
 
 #include "backend/cuda/fp8_linear.h"
 #include "backend/cuda/lt_gemm.h"
+#include "backend/cuda/paged_attention.h"
 #include "backend/cuda/wxa16_linear.h"
 #include "quant/reference/dequantize.h"
 
@@ -136,7 +137,7 @@ std::vector<int64_t> parse_list(const char* text) {
 }
 
 void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& ms,
-                 const std::string& only) {
+                 const std::string& only, bool sweep) {
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
   DeviceBuffer x = random_bf16(size_t(max_m * k), 1);
   DeviceBuffer y(size_t(max_m * n) * 2);
@@ -155,11 +156,24 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
       report("nibble_bf16", k, n, m, us, bytes, "cublasLt");
     }
   }
-  for (int bits : {4, 8}) {
-    const char* name = bits == 4 ? "nibble_w4a16_g128" : "nibble_w8a16_channel";
-    if (!wanted(bits == 4 ? "w4a16" : "w8a16")) continue;
+  struct IntVariant {
+    const char* name;
+    const char* key;  // for --only
+    int bits;
+    int64_t group;
+  };
+  // GGUF Q4_0 / Q8_0 run as what they are repacked into (gguf_weight.h): int4 / int8, group 32,
+  // f16 scales.
+  const IntVariant variants[] = {{"nibble_w4a16_g128", "w4a16", 4, 128},
+                                 {"nibble_w8a16_channel", "w8a16", 8, -1},
+                                 {"nibble_gguf_q4_0", "gguf", 4, 32},
+                                 {"nibble_gguf_q8_0", "gguf", 8, 32}};
+  for (const IntVariant& variant : variants) {
+    const char* name = variant.name;
+    const int bits = variant.bits;
+    if (!wanted(variant.key)) continue;
     const WxA16Weight first =
-        prepare_wxa16_weight(random_int_weight(bits, n, k, bits == 4 ? 128 : -1, 11), name);
+        prepare_wxa16_weight(random_int_weight(bits, n, k, variant.group, 11), name);
     // Copies made on the device: a host repack per copy would dominate the run.
     std::vector<WxA16Weight> w;
     for (size_t c = 0; c < copies_for(first.stream_bytes()); ++c) {
@@ -186,6 +200,24 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
     }
     WxA16Workspace ws;
     for (int64_t m : ms) {
+      if (wxa16_gemv_supports(first, m)) {
+        // The decode kernel's variants: units loaded per batch × CTAs per SM that split-K aims at.
+        const WxA16GemvTuning defaults = wxa16_gemv_tuning();
+        std::vector<WxA16GemvTuning> tunings{defaults};
+        if (sweep) tunings = {{4, 2}, {4, 4}, {4, 8}, {8, 2}, {8, 4}, {8, 8}};
+        for (const WxA16GemvTuning& tuning : tunings) {
+          wxa16_gemv_tuning() = tuning;
+          const float us = median_us(
+              [&](size_t c) {
+                wxa16_linear(lt, w[c], x.get(), m, y.get(), ws, nullptr, WxA16Path::Gemv);
+              },
+              w.size());
+          const std::string path = "gemv b" + std::to_string(tuning.batch_units) + " c" +
+                                   std::to_string(tuning.ctas_per_sm);
+          report(name, k, n, m, us, first.stream_bytes(), path.c_str());
+        }
+        wxa16_gemv_tuning() = defaults;
+      }
       for (auto path : {WxA16Path::Stream, WxA16Path::DequantGemm}) {
         if (path == WxA16Path::DequantGemm && m < 64) continue;
         if (path == WxA16Path::Stream && m > 256) continue;
@@ -248,18 +280,76 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
   }
 }
 
+// Paged decode attention, Llama-3-8B heads (32 query, 8 KV, head_dim 128), bf16 KV: per
+// (batch, context) the KV pool holds enough disjoint copies of every sequence's blocks to exceed
+// 200 MB and calls rotate through the copies' block tables. Bytes = the K and V rows read.
+void bench_attention(const std::vector<int64_t>& batches, const std::vector<int64_t>& contexts) {
+  constexpr int kHeads = 32, kKvHeads = 8, kDim = 128, kBlock = kPagedAttentionBlockSize;
+  for (int64_t batch : batches) {
+    for (int64_t context : contexts) {
+      const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
+      const size_t bytes = size_t(batch * context) * kKvHeads * kDim * 2 * 2;
+      const size_t copies = copies_for(bytes);
+      const int64_t n_blocks = int64_t(copies) * batch * blocks_per_seq;
+      const size_t cache_elems = size_t(n_blocks) * kKvHeads * kBlock * kDim;
+      DeviceBuffer k_cache = random_bf16(cache_elems, 21), v_cache = random_bf16(cache_elems, 22);
+      DeviceBuffer q = random_bf16(size_t(batch) * kHeads * kDim, 23);
+      DeviceBuffer out(size_t(batch) * kHeads * kDim * 2);
+      std::vector<int32_t> tables(static_cast<size_t>(n_blocks));
+      for (int64_t i = 0; i < n_blocks; ++i) tables[size_t(i)] = int32_t(i);
+      DeviceBuffer table_buffer(tables.size() * 4);
+      table_buffer.upload(tables.data(), table_buffer.bytes());
+      std::vector<int32_t> lens(static_cast<size_t>(batch), static_cast<int32_t>(context));
+      DeviceBuffer len_buffer(lens.size() * 4);
+      len_buffer.upload(lens.data(), len_buffer.bytes());
+      PagedAttentionWorkspace ws;
+      PagedAttentionArgs args;
+      args.q = q.get();
+      args.k_cache = k_cache.get();
+      args.v_cache = v_cache.get();
+      args.seq_lens = len_buffer.get<int32_t>();
+      args.out = out.get();
+      args.num_seqs = int(batch);
+      args.n_heads = kHeads;
+      args.n_kv_heads = kKvHeads;
+      args.head_dim = kDim;
+      args.max_blocks_per_seq = int(blocks_per_seq);
+      args.max_seq_len = int(context);
+      args.scale = 0.088f;
+      const float us = median_us(
+          [&](size_t c) {
+            args.block_tables = table_buffer.get<int32_t>() + c * size_t(batch * blocks_per_seq);
+            paged_attention_decode(args, ws, nullptr);
+          },
+          copies);
+      report("nibble_paged_attention_decode", context, batch, 1, us, bytes, "bf16 kv 32q/8kv d128");
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nibble::cuda
 
 int main(int argc, char** argv) {
-  // nibble_gpu_bench [--shapes 4096x6144,...] [--ms 1,16,...] [--only w4a16,fp8,...]
+  // nibble_gpu_bench [--shapes 4096x6144,...] [--ms 1,16,...] [--only w4a16,gguf,fp8,...]
+  //                  [--sweep] [--batches 1,8,...] [--contexts 1024,...]
   std::string shapes = "4096x6144,4096x4096,4096x28672,14336x4096", ms_text = "1,16,64,256,2048",
               only;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  std::string batches = "1,8,32", contexts = "1024,4096,16384";
+  bool sweep = false;
+  for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    if (flag == "--sweep") {
+      sweep = true;
+      continue;
+    }
+    if (i + 1 >= argc) break;
     if (flag == "--shapes") shapes = argv[i + 1];
     if (flag == "--ms") ms_text = argv[i + 1];
     if (flag == "--only") only = argv[i + 1];
+    if (flag == "--batches") batches = argv[i + 1];
+    if (flag == "--contexts") contexts = argv[i + 1];
+    ++i;
   }
   try {
     const auto dims = nibble::cuda::parse_list(shapes.c_str());
@@ -267,7 +357,11 @@ int main(int argc, char** argv) {
     nibble::cuda::LtGemm lt;
     std::printf("kernel,K,N,M,us,weight_bytes,path\n");
     for (size_t i = 0; i + 1 < dims.size(); i += 2) {
-      nibble::cuda::bench_shape(lt, dims[i], dims[i + 1], ms, only);
+      nibble::cuda::bench_shape(lt, dims[i], dims[i + 1], ms, only, sweep);
+    }
+    if (only.empty() || only.find("attention") != std::string::npos) {
+      nibble::cuda::bench_attention(nibble::cuda::parse_list(batches.c_str()),
+                                    nibble::cuda::parse_list(contexts.c_str()));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nibble_gpu_bench: %s\n", e.what());

@@ -116,7 +116,9 @@ void run_int_case(const IntCase& c) {
     const auto ref = reference_matmul(to_floats(x), deq, m, c.n, c.k);
     auto dx = to_device(x);
     DeviceBuffer dy(size_t(m * c.n) * 2);
-    for (const auto path : {cuda::WxA16Path::Stream, cuda::WxA16Path::DequantGemm}) {
+    for (const auto path :
+         {cuda::WxA16Path::Gemv, cuda::WxA16Path::Stream, cuda::WxA16Path::DequantGemm}) {
+      if (path == cuda::WxA16Path::Gemv && !cuda::wxa16_gemv_supports(w, m)) continue;
       // Twice per path: the second call checks that the split-K workspace was left clean.
       for (int repeat = 0; repeat < 2; ++repeat) {
         poison(dy);
@@ -125,8 +127,11 @@ void run_int_case(const IntCase& c) {
         std::snprintf(what, sizeof(what), "W%dA16 %s g%lld %s N=%lld K=%lld M=%lld %s#%d", c.bits,
                       c.symmetric ? "sym" : "asym", (long long)c.group, dtype_name(c.scale_dtype),
                       (long long)c.n, (long long)c.k, (long long)m,
-                      path == cuda::WxA16Path::Stream ? "stream" : "dequant+lt", repeat);
-        const bool stream = path == cuda::WxA16Path::Stream;
+                      path == cuda::WxA16Path::Gemv     ? "gemv"
+                      : path == cuda::WxA16Path::Stream ? "stream"
+                                                        : "dequant+lt",
+                      repeat);
+        const bool stream = path != cuda::WxA16Path::DequantGemm;
         expect_close(what, to_host<__nv_bfloat16>(dy, size_t(m * c.n)), ref, kRel,
                      stream ? kAccum : kBf16Weights);
       }
@@ -143,6 +148,11 @@ GPU_TEST(w4a16_matches_reference) {
       {4, false, 64, D::BF16, 777, 4160, {100}},
       {4, true, -1, D::F16, 300, 333, {3, 130}},
       {4, true, 128, D::F16, 4096, 4096, {1}},
+      // Decode kernel: odd tile counts (the second tile of a warp's pair is missing), asymmetric
+      // g32 (four scale segments per unit), K not a multiple of the unit, every batch width.
+      {4, false, 32, D::BF16, 1001, 1184, {2, 8, 9}},
+      {4, true, 128, D::BF16, 28 * 8 + 3, 14336, {1, 4, 12}},
+      {4, false, 64, D::F32, 136, 8192, {1, 16}},
   };
   for (const auto& c : cases) run_int_case(c);
 }

@@ -13,4 +13,11 @@ quant::QuantizedTensor reference_rtn_int(const std::vector<float>& w, int64_t ro
 quant::QuantizedTensor reference_fp8(const std::vector<float>& w, int64_t rows, int64_t cols,
                                      bool per_channel);
 
+// GGUF blocks of ggml type `gguf_type` (Q4_0 = 2, Q8_0 = 8, ...) quantized from w by the
+// reference (gguf-py's operations), as the GgufBlock QuantizedTensor a GGUF loader produces.
+quant::QuantizedTensor reference_gguf_blocks(const std::vector<float>& w, int64_t rows,
+                                             int64_t cols, int gguf_type);
+// The reference dequantization of a GgufBlock tensor (gguf_dequant), rows × cols f32.
+std::vector<float> reference_gguf_dequantize(const quant::QuantizedTensor& t);
+
 }  // namespace nibble::gpu_test

@@ -7,7 +7,10 @@
 // that each lane's 16 bytes are exactly its B fragments of `mma.m16n8k16` for the whole unit.
 // A warp streams a unit with one coalesced 16-byte load per lane and never shuffles.
 //
-// Two paths (wxa16_linear picks by M):
+// Three paths (wxa16_linear picks by M):
+//  - Gemv (4-bit, M ≤ kWxA16GemvMaxM; w4a16_gemv.cu): decode. Each warp streams two tiles
+//    through registers (the weight is the mma's A operand, x its B, so one mma covers 8 batch
+//    rows), only the real rows of x sit in shared memory, split-K fills every SM.
 //  - Stream (M ≤ kWxA16StreamMaxM): the tensor-core streaming kernel. Codes become bf16 in
 //    registers (a magic-exponent OR, then one subtraction of 128+zero, exact), activations come
 //    from shared memory through ldmatrix, products accumulate in f32 per group and are scaled
@@ -28,6 +31,7 @@
 namespace nibble::cuda {
 
 inline constexpr int64_t kWxA16StreamMaxM = 128;
+inline constexpr int64_t kWxA16GemvMaxM = 16;
 
 enum class WxA16ScaleType : uint8_t { F32, F16, BF16 };
 
@@ -63,11 +67,25 @@ struct WxA16Workspace {
   DeviceBuffer dequantized;   // bf16 [n_tiles * 8][padded_cols] for the DequantGemm path
 };
 
-enum class WxA16Path : uint8_t { Auto, Stream, DequantGemm };
+enum class WxA16Path : uint8_t { Auto, Gemv, Stream, DequantGemm };
 
 // y[M, N] (bf16, rows of N) = x[M, K] (bf16, rows of K) · dequant(W)ᵀ.
 void wxa16_linear(LtGemm& lt, const WxA16Weight& weight, const void* x, int64_t m, void* y,
                   WxA16Workspace& workspace, cudaStream_t stream, WxA16Path path = WxA16Path::Auto);
+
+// Whether the Gemv path takes this weight at this M (4-bit codes, 1 ≤ M ≤ kWxA16GemvMaxM).
+bool wxa16_gemv_supports(const WxA16Weight& weight, int64_t m);
+// The Gemv path alone (Error when !wxa16_gemv_supports).
+void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
+                WxA16Workspace& workspace, cudaStream_t stream);
+
+// Knobs of the Gemv path, for the benchmarks' variant sweep: units each warp loads before it
+// uses any (4 or 8: registers against bytes in flight) and the CTAs per SM that split-K aims at.
+struct WxA16GemvTuning {
+  int batch_units = 4;
+  int ctas_per_sm = 4;
+};
+WxA16GemvTuning& wxa16_gemv_tuning();
 
 // The bf16 dequantization of the repacked weight into out[n_tiles * 8][padded_cols] (rows past N
 // and columns past K hold padding); the DequantGemm path's first step, exposed for tests.

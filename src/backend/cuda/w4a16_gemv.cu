@@ -1,0 +1,363 @@
+// The W4A16 decode kernel (M ≤ 16): a register-streaming GEMV on the repacked layout of
+// wxa16_linear.h, with the weight as the tensor cores' A operand and the activations as B.
+//
+// Why a second kernel next to the streaming one: at batch 1 the streaming kernel pads M to 16
+// rows of x in shared memory (128 KB of zeros per CTA at K = 4096, one CTA per SM) and ran
+// 112 CTAs on 132 SMs for 4096×28672. Here:
+//  - a warp owns two 8-row tiles (16 output features: one m16 A fragment, so one mma per 16
+//    columns covers 8 batch rows instead of 1 of 16) and a K range; it issues BATCH units of
+//    both tiles (16-byte loads, 512 coalesced bytes per warp each) plus their scales before it
+//    uses any of them, so every warp keeps BATCH KB in flight with no shared-memory ring;
+//  - only the real rows of x are staged, permuted so that a lane's B fragments of a whole unit
+//    are 64 contiguous bytes (4 × 16-byte shared loads, conflict-free across the warp);
+//  - split-K keeps ≥ ~4 CTAs per SM; partial sums meet in the same f32 workspace as the
+//    streaming kernel (atomics, the last CTA of a column block converts and re-zeroes).
+#include <cuda_bf16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/wxa16_device.cuh"
+#include "backend/cuda/wxa16_linear.h"
+
+namespace nibble::cuda {
+namespace {
+
+using namespace wxa16_detail;
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kColsPerBlock = kWarps * 16;
+constexpr int kUnitCols = 128;
+// x slice budget per CTA: small enough for several CTAs per SM.
+constexpr int kXSmemBytes = 48 * 1024;
+// +32 elements per staged row: consecutive rows start 64 bytes apart modulo 128, so lanes of
+// batch rows g and g+1 (one 16-byte-load phase) hit disjoint banks.
+constexpr int kRowPad = 32;
+
+struct GemvParams {
+  const uint4* codes;
+  const void* scales;
+  const uint8_t* zeros;
+  int scale_type;
+  int symmetric_zero;
+  int n_groups;
+  int units_per_group;  // group_size / 128 when a group spans whole units, else 0
+  const __nv_bfloat16* x;
+  int m;
+  int k;
+  bool x_vector;
+  int k_units;
+  int n_tiles;
+  int n;
+  __nv_bfloat16* y;
+  float* partial;
+  int partial_ld;
+  int* counters;
+  int units_per_split;
+  int splits;
+};
+
+// Weights are read once: no L1 allocation.
+__device__ __forceinline__ uint4 load_streaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                          uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Position of unit column c (0..127) in the permuted x slice: 16-byte chunk (c / 32)·4 + t holds
+// lane t's B fragments of steps 2·chunk and 2·chunk + 1: [b0(even), b1(even), b0(odd), b1(odd)].
+__device__ __forceinline__ int permuted_column(int c) {
+  const int step = c / 16, w = c % 16;
+  const int t = (w % 8) / 2, hi = w / 8, e = w % 2;
+  return ((step / 2) * 4 + t) * 8 + (step % 2) * 4 + hi * 2 + e;
+}
+
+template <int MB, int BATCH, int SPG>
+__global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
+  constexpr int SEGS = 8 / SPG;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
+  __shared__ int is_last_block;
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4, t4 = lane % 4;
+  const int tile_a = (blockIdx.x * kWarps + warp) * 2, tile_b = tile_a + 1;
+  const bool valid_a = tile_a < p.n_tiles, valid_b = tile_b < p.n_tiles;
+  const int u_begin = blockIdx.y * p.units_per_split;
+  const int u_end = min(u_begin + p.units_per_split, p.k_units);
+  const int stride = p.units_per_split * kUnitCols + kRowPad;
+
+  const uint4* code_a = p.codes + size_t(valid_a ? tile_a : 0) * p.k_units * 32 + lane;
+  const uint4* code_b = p.codes + size_t(valid_b ? tile_b : 0) * p.k_units * 32 + lane;
+  const int meta_a = (valid_a ? tile_a : 0) * p.n_groups * 8 + g;
+  const int meta_b = (valid_b ? tile_b : 0) * p.n_groups * 8 + g;
+
+  uint4 qa[BATCH], qb[BATCH];
+  float sa[BATCH][SEGS], sb[BATCH][SEGS];
+  uint32_t za[BATCH][SEGS], zb[BATCH][SEGS];
+  // Issues the loads of units u0 .. u0 + BATCH - 1 (codes, scales, zeros of both tiles).
+  auto issue = [&](int u0) {
+#pragma unroll
+    for (int b = 0; b < BATCH; ++b) {
+      const int u = u0 + b;
+      const bool live = u < u_end;
+      qa[b] = live && valid_a ? load_streaming(code_a + u * 32) : make_uint4(0, 0, 0, 0);
+      qb[b] = live && valid_b ? load_streaming(code_b + u * 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int seg = 0; seg < SEGS; ++seg) {
+        const int group =
+            min(p.units_per_group > 0 ? u / p.units_per_group : u * SEGS + seg, p.n_groups - 1);
+        sa[b][seg] = live && valid_a ? load_scale(p.scales, p.scale_type, meta_a + group * 8) : 0.f;
+        sb[b][seg] = live && valid_b ? load_scale(p.scales, p.scale_type, meta_b + group * 8) : 0.f;
+        int z_a = p.symmetric_zero, z_b = p.symmetric_zero;
+        if (p.zeros != nullptr) {
+          if (live && valid_a) z_a = __ldg(p.zeros + meta_a + group * 8);
+          if (live && valid_b) z_b = __ldg(p.zeros + meta_b + group * 8);
+        }
+        za[b][seg] = zero_word<4>(z_a);
+        zb[b][seg] = zero_word<4>(z_b);
+      }
+    }
+  };
+  // The first batch is in flight while x is staged.
+  issue(u_begin);
+
+  const int k0 = u_begin * kUnitCols;
+  const int slice_cols = (u_end - u_begin) * kUnitCols;
+  const int vectors_per_row = slice_cols / 8;
+  for (int i = threadIdx.x; i < p.m * vectors_per_row; i += kThreads) {
+    const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
+    const int k = k0 + c;
+    const __nv_bfloat16* src = p.x + size_t(r) * p.k + k;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (p.x_vector && k + 8 <= p.k) {
+      v = *reinterpret_cast<const uint4*>(src);
+    } else {
+      __nv_bfloat16 e[8];
+      for (int j = 0; j < 8; ++j) e[j] = k + j < p.k ? src[j] : __float2bfloat16(0.0f);
+      v = *reinterpret_cast<const uint4*>(e);
+    }
+    // Eight consecutive columns are four (k, k+1) pairs that stay adjacent after permutation.
+    __nv_bfloat16* row = xs + r * stride + (c / kUnitCols) * kUnitCols;
+    const int cu = c % kUnitCols;
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      *reinterpret_cast<uint32_t*>(row + permuted_column(cu + 2 * j)) = words[j];
+    }
+  }
+  __syncthreads();
+
+  float acc[MB][4];
+#pragma unroll
+  for (int nb = 0; nb < MB; ++nb)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nb][e] = 0.0f;
+
+  bool live_row[MB];
+  const uint4* x_lane[MB];
+#pragma unroll
+  for (int nb = 0; nb < MB; ++nb) {
+    live_row[nb] = nb * 8 + g < p.m;
+    x_lane[nb] = reinterpret_cast<const uint4*>(xs + (live_row[nb] ? nb * 8 + g : 0) * stride) + t4;
+  }
+
+  for (int u0 = u_begin; u0 < u_end; u0 += BATCH) {
+#pragma unroll
+    for (int b = 0; b < BATCH; ++b) {
+      const int u = u0 + b;
+      if (u >= u_end) break;
+      uint4 xf[MB][4];
+#pragma unroll
+      for (int nb = 0; nb < MB; ++nb)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          xf[nb][c] =
+              live_row[nb] ? x_lane[nb][(u - u_begin) * 16 + c * 4] : make_uint4(0, 0, 0, 0);
+        }
+      static_for<SEGS>([&](auto seg_constant) {
+        constexpr int seg = decltype(seg_constant)::value;
+        float part[MB][4];
+#pragma unroll
+        for (int nb = 0; nb < MB; ++nb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[nb][e] = 0.0f;
+        static_for<SPG>([&](auto step_constant) {
+          constexpr int S = seg * SPG + decltype(step_constant)::value;
+          uint32_t a0, a1, a2, a3;
+          b_fragment<4, S>(qa[b], za[b][seg], a0, a2);
+          b_fragment<4, S>(qb[b], zb[b][seg], a1, a3);
+#pragma unroll
+          for (int nb = 0; nb < MB; ++nb) {
+            const uint4& chunk = xf[nb][S / 2];
+            const uint32_t b0 = S % 2 == 0 ? chunk.x : chunk.z;
+            const uint32_t b1 = S % 2 == 0 ? chunk.y : chunk.w;
+            mma_16816(part[nb], a0, a1, a2, a3, b0, b1);
+          }
+        });
+#pragma unroll
+        for (int nb = 0; nb < MB; ++nb) {
+          acc[nb][0] += part[nb][0] * sa[b][seg];
+          acc[nb][1] += part[nb][1] * sa[b][seg];
+          acc[nb][2] += part[nb][2] * sb[b][seg];
+          acc[nb][3] += part[nb][3] * sb[b][seg];
+        }
+      });
+    }
+    if (u0 + BATCH < u_end) issue(u0 + BATCH);
+  }
+
+  // C fragment: c0, c1 = feature 8·tile_a + g, batch rows 2·t4, 2·t4 + 1; c2, c3 = tile_b.
+  if (p.splits == 1) {
+#pragma unroll
+    for (int nb = 0; nb < MB; ++nb) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = nb * 8 + 2 * t4 + (e & 1);
+        const bool valid = e < 2 ? valid_a : valid_b;
+        const int col = (e < 2 ? tile_a : tile_b) * 8 + g;
+        if (valid && row < p.m && col < p.n) {
+          p.y[size_t(row) * p.n + col] = __float2bfloat16(acc[nb][e]);
+        }
+      }
+    }
+    return;
+  }
+#pragma unroll
+  for (int nb = 0; nb < MB; ++nb) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = nb * 8 + 2 * t4 + (e & 1);
+      const bool valid = e < 2 ? valid_a : valid_b;
+      const int col = (e < 2 ? tile_a : tile_b) * 8 + g;
+      if (valid && row < p.m) atomicAdd(p.partial + size_t(row) * p.partial_ld + col, acc[nb][e]);
+    }
+  }
+  // The last CTA of this column block (split-K semaphore) converts the sums and re-zeroes them.
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    is_last_block = atomicAdd(p.counters + blockIdx.x, 1) == p.splits - 1;
+  }
+  __syncthreads();
+  if (!is_last_block) return;
+  __threadfence();
+  const int col_begin = blockIdx.x * kColsPerBlock;
+  const int cols = min(kColsPerBlock, p.partial_ld - col_begin);
+  for (int i = threadIdx.x; i < p.m * cols; i += kThreads) {
+    const int row = i / cols, col = col_begin + i % cols;
+    float* cell = p.partial + size_t(row) * p.partial_ld + col;
+    const float sum = __ldcg(cell);
+    __stcg(cell, 0.0f);
+    if (col < p.n) p.y[size_t(row) * p.n + col] = __float2bfloat16(sum);
+  }
+  if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
+}
+
+int sm_count() {
+  static const int count = [] {
+    int device = 0, value = 0;
+    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
+    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
+    return value;
+  }();
+  return count;
+}
+
+template <int MB, int BATCH, int SPG>
+void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {
+  w4a16_gemv_kernel<MB, BATCH, SPG><<<grid, kThreads, smem, stream>>>(p);
+  NIBBLE_CUDA_CHECK_LAUNCH("w4a16_gemv_kernel");
+}
+
+template <int MB, int BATCH>
+void launch_for_group(const GemvParams& p, int spg, dim3 grid, int smem, cudaStream_t stream) {
+  if (spg == 2) return launch<MB, BATCH, 2>(p, grid, smem, stream);
+  if (spg == 4) return launch<MB, BATCH, 4>(p, grid, smem, stream);
+  launch<MB, BATCH, 8>(p, grid, smem, stream);
+}
+
+}  // namespace
+
+WxA16GemvTuning& wxa16_gemv_tuning() {
+  static WxA16GemvTuning tuning;
+  return tuning;
+}
+
+bool wxa16_gemv_supports(const WxA16Weight& w, int64_t m) {
+  return w.bits == 4 && m >= 1 && m <= kWxA16GemvMaxM && w.n_tiles * 8 < (int64_t(1) << 30) &&
+         w.padded_cols() < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
+}
+
+void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Workspace& ws,
+                cudaStream_t stream) {
+  NIBBLE_CHECK(wxa16_gemv_supports(w, m), "w4a16_gemv: {}-bit weight [{}, {}] with M = {}", w.bits,
+               w.rows, w.cols, m);
+  const WxA16GemvTuning& tuning = wxa16_gemv_tuning();
+  const int64_t pairs = (w.n_tiles + 1) / 2;
+  const int64_t col_blocks = (pairs + kWarps - 1) / kWarps;
+  // The x slice bounds the units per split; beyond that, split until the grid fills the SMs
+  // `ctas_per_sm` times over (bandwidth needs bytes in flight on every SM, and the split-K
+  // atomics are cheap next to the weight stream).
+  const int64_t max_units = std::max<int64_t>(1, (kXSmemBytes / (m * 2) - kRowPad) / kUnitCols);
+  const int64_t min_splits = (w.k_units + max_units - 1) / max_units;
+  const int64_t target_ctas = int64_t(sm_count()) * tuning.ctas_per_sm;
+  const int64_t wanted = std::max(min_splits, (target_ctas + col_blocks - 1) / col_blocks);
+  const int64_t splits_wanted = std::min(wanted, w.k_units);
+  const int64_t units = (w.k_units + splits_wanted - 1) / splits_wanted;
+  const int64_t splits = (w.k_units + units - 1) / units;
+
+  GemvParams p{};
+  p.codes = w.codes.get<const uint4>();
+  p.scales = w.scales.get();
+  p.zeros = w.zeros.bytes() > 0 ? w.zeros.get<const uint8_t>() : nullptr;
+  p.scale_type = int(w.scale_type);
+  p.symmetric_zero = w.symmetric_zero;
+  p.n_groups = int(w.n_groups);
+  p.units_per_group = w.group_size >= kUnitCols ? int(w.group_size / kUnitCols) : 0;
+  p.x = static_cast<const __nv_bfloat16*>(x);
+  p.m = int(m);
+  p.k = int(w.cols);
+  p.x_vector = w.cols % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  p.k_units = int(w.k_units);
+  p.n_tiles = int(w.n_tiles);
+  p.n = int(w.rows);
+  p.y = static_cast<__nv_bfloat16*>(y);
+  p.partial_ld = int(w.n_tiles * 8);
+  p.units_per_split = int(units);
+  p.splits = int(splits);
+  if (splits > 1) {
+    // Fresh allocations are zeroed once; the kernels leave them zero after every call.
+    if (ws.partial_sums.ensure(size_t(64) * size_t(p.partial_ld) * sizeof(float))) {
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.partial_sums.get(), 0, ws.partial_sums.bytes(), stream));
+    }
+    if (ws.counters.ensure(size_t(col_blocks) * sizeof(int))) {
+      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.counters.get(), 0, ws.counters.bytes(), stream));
+    }
+    p.partial = ws.partial_sums.get<float>();
+    p.counters = ws.counters.get<int>();
+  }
+  const dim3 grid{unsigned(col_blocks), unsigned(splits), 1u};
+  const int smem = int(m) * (int(units) * kUnitCols + kRowPad) * 2;
+  const int spg = int(std::min<int64_t>(kUnitCols, w.group_size) / 16);
+  const bool wide = tuning.batch_units >= 8;
+  if (m <= 8) {
+    if (wide) return launch_for_group<1, 8>(p, spg, grid, smem, stream);
+    return launch_for_group<1, 4>(p, spg, grid, smem, stream);
+  }
+  if (wide) return launch_for_group<2, 8>(p, spg, grid, smem, stream);
+  launch_for_group<2, 4>(p, spg, grid, smem, stream);
+}
+
+}  // namespace nibble::cuda

@@ -1,0 +1,122 @@
+#pragma once
+// Device helpers shared by the W4A16/W8A16 kernels (wxa16_linear.cu, w4a16_gemv.cu): the
+// tensor-core instruction wrappers and the in-register dequantization of the repacked codes
+// (layout: wxa16_linear.h).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <utility>
+
+#include "backend/cuda/wxa16_linear.h"
+
+namespace nibble::cuda::wxa16_detail {
+
+// Calls f(std::integral_constant<int, I>) for I = 0..N-1: compile-time indices keep the register
+// arrays in registers.
+template <typename F, int... I>
+__device__ __forceinline__ void static_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+__device__ __forceinline__ void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const __nv_bfloat16* smem) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(address));
+}
+
+template <int W>
+__device__ __forceinline__ uint32_t word_of(const uint4& q) {
+  if constexpr (W == 0) return q.x;
+  if constexpr (W == 1) return q.y;
+  if constexpr (W == 2) return q.z;
+  return q.w;
+}
+
+__device__ __forceinline__ uint32_t bf16x2_sub(uint32_t a, uint32_t b) {
+  __nv_bfloat162 r =
+      __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+__device__ __forceinline__ uint32_t bf16x2_pack(float lo, float hi) {
+  __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&r);
+}
+
+// What a lane subtracts from its codes for one group: 4-bit, the bf16 pair (128+z, 128+z)
+// (0x4300 is 128.0, and 128 + a 4-bit code is exact in bf16's 8-bit significand); 8-bit, the
+// f32 2^23 + z (0x4B000000 | byte is 2^23 + byte).
+template <int BITS>
+__device__ __forceinline__ uint32_t zero_word(int z) {
+  if constexpr (BITS == 4) {
+    return (0x4300u + uint32_t(z)) * 0x10001u;
+  } else {
+    return __float_as_uint(8388608.0f + float(z));
+  }
+}
+
+// The B fragment (b0: k = 2t, 2t+1; b1: k = 2t+8, 2t+9) of mma step STEP of a unit.
+template <int BITS, int STEP>
+__device__ __forceinline__ void b_fragment(const uint4& q, uint32_t zero, uint32_t& b0,
+                                           uint32_t& b1) {
+  if constexpr (BITS == 4) {
+    const uint32_t word = word_of<STEP / 2>(q);
+    constexpr int j = (STEP % 2) * 2;
+    b0 = bf16x2_sub(((word >> (4 * j)) & 0x000F000Fu) | 0x43004300u, zero);
+    b1 = bf16x2_sub(((word >> (4 * j + 4)) & 0x000F000Fu) | 0x43004300u, zero);
+  } else {
+    const uint32_t word = word_of<STEP>(q);
+    const float z = __uint_as_float(zero);
+    const float f0 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7540)) - z;
+    const float f1 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7541)) - z;
+    const float f2 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7542)) - z;
+    const float f3 = __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7543)) - z;
+    b0 = bf16x2_pack(f0, f1);
+    b1 = bf16x2_pack(f2, f3);
+  }
+}
+
+__device__ __forceinline__ float2 load_scale_pair(const void* scales, int type, int64_t index) {
+  if (type == int(WxA16ScaleType::F16)) {
+    return __half22float2(*(static_cast<const __half2*>(scales) + index / 2));
+  }
+  if (type == int(WxA16ScaleType::BF16)) {
+    return __bfloat1622float2(*(static_cast<const __nv_bfloat162*>(scales) + index / 2));
+  }
+  return *reinterpret_cast<const float2*>(static_cast<const float*>(scales) + index);
+}
+
+__device__ __forceinline__ float load_scale(const void* scales, int type, int64_t index) {
+  if (type == int(WxA16ScaleType::F16))
+    return __half2float(static_cast<const __half*>(scales)[index]);
+  if (type == int(WxA16ScaleType::BF16)) {
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(scales)[index]);
+  }
+  return static_cast<const float*>(scales)[index];
+}
+
+__device__ __forceinline__ void atomic_add_pair(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
+#else
+  atomicAdd(p, a);
+  atomicAdd(p + 1, b);
+#endif
+}
+
+}  // namespace nibble::cuda::wxa16_detail

@@ -18,15 +18,16 @@ struct ModelSource;
 
 // The arguments of `nibble serve`, spelled as sglang.launch_server spells them.
 struct EngineArgs {
-  std::string model_path;      // HF directory or GGUF file; empty: the default model
-  std::string dtype = "auto";  // auto, float32, bfloat16
-  std::string quantization;    // --quantization: the checkpoint's method or an online one
-  std::string torchao_config;  // --torchao-config: torchao-style online quantization
-  std::string kv_cache_dtype = "auto";
-  int64_t context_length = 0;          // 0: the model's max_position_embeddings
-  int64_t max_running_requests = 64;   // sequences decoded together
-  int64_t max_total_tokens = 0;        // KV-cache capacity in tokens; 0: derived from memory
-  int64_t chunked_prefill_size = 512;  // prompt tokens per engine step
+  std::string model_path;               // HF directory or GGUF file; empty: the default model
+  std::string dtype = "auto";           // auto, float32, bfloat16
+  std::string quantization;             // --quantization: the checkpoint's method or an online one
+  std::string torchao_config;           // --torchao-config: torchao-style online quantization
+  std::string kv_cache_dtype = "auto";  // auto (float32), bf16, fp8_e4m3, fp8_e5m2
+  std::string quantization_param_path;  // fp8 KV-cache scales JSON
+  int64_t context_length = 0;           // 0: the model's max_position_embeddings
+  int64_t max_running_requests = 64;    // sequences decoded together
+  int64_t max_total_tokens = 0;         // KV-cache capacity in tokens; 0: derived from memory
+  int64_t chunked_prefill_size = 512;   // prompt tokens per engine step
   bool disable_radix_cache = false;
   int threads = 0;                // CPU threads; 0: all cores
   std::string chat_template;      // a file overriding the model's template

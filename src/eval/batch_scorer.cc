@@ -17,7 +17,8 @@ void BatchScorer::ensure_cache(int64_t tokens, size_t n_sequences) {
   if (cache_ && cache_->n_blocks() >= needed) return;
   const ModelConfig& c = model_.config();
   cache_ = std::make_unique<KvCache>(c.num_hidden_layers, c.num_key_value_heads, c.head_dim, block,
-                                     needed);
+                                     needed, options_.kv.dtype);
+  options_.kv.apply(*cache_);
 }
 
 void BatchScorer::run(const std::vector<std::vector<int32_t>>& sequences, const Visitor& visit) {

@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "runtime/kv_scales.h"
 
 namespace nibble::eval {
 
@@ -20,6 +21,7 @@ struct BatchScorerOptions {
   // Small blocks let multiple-choice continuations share all but < kv_block_size context
   // tokens; the attention kernel walks the block table per key, so size 1 costs little.
   int64_t kv_block_size = 1;
+  KvCacheSpec kv;
 };
 
 class BatchScorer {

@@ -217,10 +217,8 @@ void LlamaModel::attention_block(const Layer& layer, int64_t layer_index, const 
           seq.block_table[size_t(pos / cache.block_size())] * cache.block_stride() +
           (pos % cache.block_size()) * head_dim_;
       for (int64_t h = 0; h < n_kv_heads_; ++h) {
-        std::copy_n(row + (n_heads_ + h) * head_dim_, head_dim_,
-                    cache.keys(layer_index, h) + slot_offset);
-        std::copy_n(row + (n_heads_ + n_kv_heads_ + h) * head_dim_, head_dim_,
-                    cache.values(layer_index, h) + slot_offset);
+        cache.store(layer_index, h, slot_offset, row + (n_heads_ + h) * head_dim_,
+                    row + (n_heads_ + n_kv_heads_ + h) * head_dim_);
       }
     }
   });
@@ -230,18 +228,40 @@ void LlamaModel::attention_block(const Layer& layer, int64_t layer_index, const 
   const float scale = 1.0f / std::sqrt(float(head_dim_));
   int64_t max_ctx = 0;
   for (int64_t p : positions_) max_ctx = std::max(max_ctx, p + 1);
+  const bool f32_cache = cache.dtype() == KvDType::F32;
   ThreadPool::global().parallel_for(n_tokens * n_heads_, 4, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(static_cast<size_t>(max_ctx));
+    // A narrow cache is widened to f32 rows first: the one attention kernel then serves all
+    // dtypes, and the conversion is linear in context, like the attention itself.
+    std::vector<float> wide_keys, wide_values;
+    const int32_t single_block = 0;
     for (int64_t u = begin; u < end; ++u) {
       const int64_t t = u / n_heads_, h = u % n_heads_, kv_head = h / group;
       const SequenceBatch& seq = batch.seqs[size_t(token_seq_[size_t(t)])];
       cpu::AttentionArgs args;
       args.q = qkv_.data() + t * qkv_width + h * head_dim_;
-      args.keys = cache.keys(layer_index, kv_head);
-      args.values = cache.values(layer_index, kv_head);
-      args.block_stride = cache.block_stride();
-      args.block_table = seq.block_table.data();
-      args.block_size = cache.block_size();
+      if (f32_cache) {
+        args.keys = cache.keys(layer_index, kv_head);
+        args.values = cache.values(layer_index, kv_head);
+        args.block_stride = cache.block_stride();
+        args.block_table = seq.block_table.data();
+        args.block_size = cache.block_size();
+      } else {
+        const int64_t n_ctx = positions_[size_t(t)] + 1;
+        wide_keys.resize(size_t(n_ctx * head_dim_));
+        wide_values.resize(wide_keys.size());
+        for (int64_t p = 0; p < n_ctx; p += cache.block_size()) {
+          const int64_t count = std::min(cache.block_size(), n_ctx - p);
+          const int64_t block = seq.block_table[size_t(p / cache.block_size())];
+          cache.load(layer_index, kv_head, block * cache.block_stride(), count,
+                     wide_keys.data() + p * head_dim_, wide_values.data() + p * head_dim_);
+        }
+        args.keys = wide_keys.data();
+        args.values = wide_values.data();
+        args.block_stride = 0;
+        args.block_table = &single_block;
+        args.block_size = n_ctx;
+      }
       args.n_ctx = positions_[size_t(t)] + 1;
       args.head_dim = head_dim_;
       args.scale = scale;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "model/loader.h"
+#include "runtime/kv_scales.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
 
@@ -79,8 +80,8 @@ struct Engine::Impl {
 Engine::Impl::Impl(const EngineArgs& given, ModelSource&& opened)
     : args(given), source(std::move(opened)) {
   const ModelConfig& config = source.config;
-  NIBBLE_CHECK(args.kv_cache_dtype == "auto" || args.kv_cache_dtype == "float32",
-               "--kv-cache-dtype {}: only auto (float32) is supported", args.kv_cache_dtype);
+  const KvCacheSpec kv = resolve_kv_cache(args.kv_cache_dtype, args.quantization_param_path,
+                                          source.raw_checkpoint.get(), config.num_hidden_layers);
   const ComputeType compute =
       args.dtype == "auto" ? ComputeType::F32 : parse_compute_type(args.dtype);
   NIBBLE_CHECK(args.threads >= 0, "--threads must be >= 0, got {}", args.threads);
@@ -98,7 +99,7 @@ Engine::Impl::Impl(const EngineArgs& given, ModelSource&& opened)
   if (args.chunked_prefill_size <= 0) args.chunked_prefill_size = args.context_length;
 
   const int64_t bytes_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads *
-                                  config.head_dim * int64_t(sizeof(float));
+                                  config.head_dim * kv_dtype_bytes(kv.dtype);
   const uint64_t memory = physical_memory_bytes();
   NIBBLE_CHECK(args.max_total_tokens >= 0, "--max-total-tokens must be >= 0, got {}",
                args.max_total_tokens);
@@ -131,6 +132,7 @@ Engine::Impl::Impl(const EngineArgs& given, ModelSource&& opened)
   options.block_size = kBlockSize;
   options.n_blocks = n_blocks;
   options.radix_cache = !args.disable_radix_cache;
+  options.kv = kv;
   scheduler = std::make_unique<Scheduler>(*model, options);
 }
 

@@ -61,7 +61,8 @@ GenerationResult Generator::generate(std::span<const int32_t> prompt, const Samp
   const int64_t block = options_.kv_block_size;
   const int64_t n_blocks = (total + block) / block + 1;
   KvCache cache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, block,
-                n_blocks);
+                n_blocks, options_.kv.dtype);
+  options_.kv.apply(cache);
   SequenceBatch seq;
   seq.want_logits = true;
   for (int64_t i = 0; i < n_blocks; ++i) seq.block_table.push_back(*cache.allocate_block());

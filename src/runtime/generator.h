@@ -10,6 +10,7 @@
 
 #include "model/model.h"
 #include "runtime/kv_cache.h"
+#include "runtime/kv_scales.h"
 #include "runtime/sampling_params.h"
 #include "runtime/stop_checker.h"
 
@@ -29,6 +30,7 @@ struct GenerationResult {
 struct GeneratorOptions {
   int64_t prefill_chunk = 512;  // tokens per prefill forward
   int64_t kv_block_size = 16;
+  KvCacheSpec kv;
 };
 
 class Generator {

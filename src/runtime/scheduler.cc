@@ -23,8 +23,9 @@ Scheduler::Scheduler(Model& model, SchedulerOptions options)
     : model_(model),
       options_(options),
       cache_(model.config().num_hidden_layers, model.config().num_key_value_heads,
-             model.config().head_dim, options.block_size, options.n_blocks),
+             model.config().head_dim, options.block_size, options.n_blocks, options.kv.dtype),
       radix_(options.block_size) {
+  options_.kv.apply(cache_);
   NIBBLE_CHECK(options_.max_running_requests > 0, "max_running_requests must be >= 1, got {}",
                options_.max_running_requests);
   NIBBLE_CHECK(options_.chunked_prefill_size > 0, "chunked_prefill_size must be >= 1, got {}",

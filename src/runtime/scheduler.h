@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "nibble/engine.h"
 #include "runtime/kv_cache.h"
+#include "runtime/kv_scales.h"
 #include "runtime/radix_cache.h"
 #include "runtime/request.h"
 
@@ -26,6 +27,7 @@ struct SchedulerOptions {
   int64_t block_size = 16;
   int64_t n_blocks = 0;
   bool radix_cache = true;
+  KvCacheSpec kv;
 };
 
 // What other threads hand to the scheduler thread, under one mutex. Shared with request

@@ -131,7 +131,7 @@ TEST(EvalPerplexity, UniformModelHasVocabSizePerplexity) {
   auto rng = fresh_rng();
   std::uniform_real_distribution<float> level(-5.0f, 5.0f);
   ConstantModel model(std::vector<float>(size_t(vocab), level(rng)));
-  BatchScorer scorer(model, {.max_batch_tokens = 64});
+  BatchScorer scorer(model, {.max_batch_tokens = 64, .kv = {}});
   std::uniform_int_distribution<int32_t> token(0, int32_t(vocab) - 1);
   std::vector<int32_t> tokens(300);
   for (auto& t : tokens) t = token(rng);

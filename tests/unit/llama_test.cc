@@ -324,9 +324,11 @@ std::vector<std::vector<float>> step(Model& model, KvCache& cache, std::vector<S
 }
 
 std::vector<float> run_chunks(Model& model, const std::vector<int32_t>& tokens,
-                              const std::vector<int64_t>& chunks, int64_t block_size = 4) {
+                              const std::vector<int64_t>& chunks, int64_t block_size = 4,
+                              KvDType kv_dtype = KvDType::F32, float kv_scale = 1.0f) {
   KvCache cache(model.config().num_hidden_layers, model.config().num_key_value_heads,
-                model.config().head_dim, block_size, 64);
+                model.config().head_dim, block_size, 64, kv_dtype);
+  for (int64_t l = 0; l < cache.n_layers(); ++l) cache.set_scales(l, kv_scale, kv_scale * 0.5f);
   // Skip a few blocks so that the sequence's blocks are not 0, 1, 2...
   for (int i = 0; i < 3; ++i) (void)cache.allocate_block();
   Sequence s;
@@ -415,6 +417,28 @@ TEST_P(LlamaVariants, Bf16StaysNearF32) {
   // bf16 weights and activations: ~2^-8 relative per product, a few layers deep.
   expect_close(run_chunks(*bf16, tokens, {11}), run_chunks(*f32, tokens, {11}), 0.05,
                "bf16 vs f32");
+}
+
+TEST_P(LlamaVariants, NarrowKvCachesStayNearF32) {
+  const ModelConfig config = tiny_config(GetParam());
+  const MemoryCheckpoint ck = tiny_checkpoint(config);
+  auto model = create_llama_model(config, ck, ComputeType::F32);
+  const auto tokens = random_tokens(17, int32_t(config.vocab_size));
+  const auto want = run_chunks(*model, tokens, {17});
+  // Per-element relative error of the stored K/V: 2^-9 (bf16), 2^-4 (e4m3), 2^-3 (e5m2); the
+  // logits move by a fraction of that after softmax averaging and a few layers.
+  const struct {
+    KvDType dtype;
+    double rel;
+  } cases[] = {{KvDType::BF16, 1e-2}, {KvDType::Fp8E4M3, 0.1}, {KvDType::Fp8E5M2, 0.2}};
+  for (const auto& c : cases) {
+    // Scales move the stored codes but not the values read back (up to rounding).
+    const auto got = run_chunks(*model, tokens, {17}, 4, c.dtype, 0.05f);
+    expect_close(got, want, c.rel, kv_dtype_name(c.dtype));
+    // Each element is rounded once when stored, so the batch shape still does not matter.
+    expect_close(run_chunks(*model, tokens, {5, 1, 11}, 3, c.dtype, 0.05f), got, 1e-5,
+                 std::string(kv_dtype_name(c.dtype)) + " chunks");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Llama, LlamaVariants,

@@ -23,7 +23,8 @@ int run_chat(const ChatOptions& o) {
   require_tokenizer(source);
   SamplingParams params = o.sampling.resolve(source.generation);
   auto model = build_model(source, o.model.compute_type());
-  Generator generator(*model, source.tokenizer.get(), source.stop_ids);
+  Generator generator(*model, source.tokenizer.get(), source.stop_ids,
+                      {.kv = o.model.kv_cache(source)});
   nlohmann::json messages = nlohmann::json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
   std::fprintf(stderr, "nibble chat: %s (type /reset to start over, /exit or Ctrl-D to quit)\n",

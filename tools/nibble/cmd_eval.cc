@@ -79,7 +79,8 @@ int run_ppl(const EvalOptions& o) {
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
   const auto windows =
       eval::make_windows(int64_t(tokens.size()), o.context, stride_of(o), o.max_windows);
-  eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
+  eval::BatchScorer scorer(*m.model,
+                           {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   const auto r = eval::perplexity(scorer, tokens, windows);
   nlohmann::json j = ppl_json(r);
   j["model"] = m.source.path.string();
@@ -129,14 +130,15 @@ int run_kld(const EvalOptions& o) {
                        o.model.torchao_config);
   const auto path = eval::resolve_text_file(o.file, o.data_dir);
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
-  eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
+  eval::BatchScorer scorer(*m.model,
+                           {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   eval::KldResult r;
   if (!o.base_logits.empty()) {
     const eval::BaseLogits base = eval::load_base_logits(o.base_logits);
     r = eval::compare_with_base(base, scorer, tokens);
   } else {
     LoadedModel b = load(o.base_path, o.model.compute_type());
-    eval::BatchScorer base_scorer(*b.model, {.max_batch_tokens = o.batch_tokens});
+    eval::BatchScorer base_scorer(*b.model, {.max_batch_tokens = o.batch_tokens, .kv = {}});
     const auto windows =
         eval::make_windows(int64_t(tokens.size()), o.context, stride_of(o), o.max_windows);
     eval::BaseLogits saved;
@@ -164,7 +166,8 @@ int run_mc(const EvalOptions& o) {
       eval::load_mc_task(o.task, builtin ? eval::resolve_data_dir(o.data_dir) : "", o.limit);
   LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
                        o.model.torchao_config);
-  eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
+  eval::BatchScorer scorer(*m.model,
+                           {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   const auto r = eval::evaluate_multiple_choice(scorer, require_tokenizer(m.source), items);
   nlohmann::json j = {{"task", o.task},
                       {"items", r.n_items},
@@ -196,7 +199,8 @@ int run_lambada(const EvalOptions& o) {
   const auto items = eval::load_lambada(path, o.limit);
   LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
                        o.model.torchao_config);
-  eval::BatchScorer scorer(*m.model, {.max_batch_tokens = o.batch_tokens});
+  eval::BatchScorer scorer(*m.model,
+                           {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   const auto r = eval::evaluate_lambada(scorer, require_tokenizer(m.source), items);
   nlohmann::json j = {
       {"task", "lambada_openai"},   {"items", r.n_items}, {"acc", r.acc},
@@ -218,7 +222,7 @@ int run_gsm8k(const EvalOptions& o) {
   LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
                        o.model.torchao_config);
   const Tokenizer& tokenizer = require_tokenizer(m.source);
-  Generator generator(*m.model, &tokenizer, m.source.stop_ids);
+  Generator generator(*m.model, &tokenizer, m.source.stop_ids, {.kv = o.model.kv_cache(m.source)});
   SamplingParams params;
   params.temperature = 0.0f;
   params.max_new_tokens = o.max_new_tokens;

@@ -35,7 +35,8 @@ int run_generate(const GenerateOptions& o) {
     prompt = source.tokenizer->encode(o.prompt, !o.no_special);
   }
   auto model = build_model(source, o.model.compute_type());
-  Generator generator(*model, source.tokenizer.get(), source.stop_ids);
+  Generator generator(*model, source.tokenizer.get(), source.stop_ids,
+                      {.kv = o.model.kv_cache(source)});
   if (!o.chat) std::fputs(o.prompt.c_str(), stdout);
   auto result = generator.generate(prompt, params, [](std::string_view text) {
     std::fwrite(text.data(), 1, text.size(), stdout);

@@ -61,7 +61,8 @@ int run_logits(const LogitsOptions& o) {
     write_npy_f32(std::filesystem::path(o.out_dir) / fmt::format("logits_{}.npy", i), logits,
                   {static_cast<int64_t>(ids.size()), vocab});
     if (o.greedy_tokens > 0) {
-      Generator generator(*model, source.tokenizer.get(), source.stop_ids);
+      Generator generator(*model, source.tokenizer.get(), source.stop_ids,
+                          {.kv = o.model.kv_cache(source)});
       SamplingParams params;
       params.temperature = 0.0f;
       params.ignore_eos = true;

@@ -70,6 +70,8 @@ int run_serve(ServeOptions& o, CLI::App& app) {
   o.engine.threads = o.model.threads;
   o.engine.quantization = o.model.quantization;
   o.engine.torchao_config = o.model.torchao_config;
+  o.engine.kv_cache_dtype = o.model.kv_cache_dtype;
+  o.engine.quantization_param_path = o.model.quantization_param_path;
   o.engine.random_seed = o.random_seed;
   spdlog::info("loading {}", o.model.resolved_path().string());
   Engine engine(o.engine);
@@ -92,7 +94,6 @@ std::function<int()> setup_serve(CLI::App& app) {
   o->model.add(app);
   app.add_option("--host", o->server.host, "address to listen on")->capture_default_str();
   app.add_option("--port", o->server.port, "port (0: any free port)")->capture_default_str();
-  app.add_option("--kv-cache-dtype", o->engine.kv_cache_dtype)->capture_default_str();
   app.add_option("--context-length", o->engine.context_length,
                  "max tokens per sequence (0: the model's)")
       ->capture_default_str();

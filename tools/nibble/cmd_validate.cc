@@ -71,8 +71,8 @@ int run_validate(const ValidateOptions& o) {
   const auto tokens = eval::tokenize_file(tokenizer, text, false);
   const auto windows =
       eval::make_windows(int64_t(tokens.size()), report.context, report.stride, o.max_windows);
-  eval::BatchScorer model_scorer(*model, {.max_batch_tokens = o.batch_tokens});
-  eval::BatchScorer reference_scorer(*reference, {.max_batch_tokens = o.batch_tokens});
+  eval::BatchScorer model_scorer(*model, {.max_batch_tokens = o.batch_tokens, .kv = {}});
+  eval::BatchScorer reference_scorer(*reference, {.max_batch_tokens = o.batch_tokens, .kv = {}});
   report.kld = eval::compare_models(reference_scorer, model_scorer, tokens, windows,
                                     {.context = report.context, .stride = report.stride});
 

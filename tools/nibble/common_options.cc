@@ -19,6 +19,15 @@ void ModelOptions::add(CLI::App& app) {
   app.add_option("--torchao-config", torchao_config,
                  "online quantization as torchao: int8dq, int8wo, fp8wo, fp8dq-per_tensor, "
                  "fp8dq-per_row, int4wo-32, int4wo-64, int4wo-128, int4wo-256");
+  app.add_option("--kv-cache-dtype", kv_cache_dtype, "auto (float32), bf16, fp8_e4m3 or fp8_e5m2")
+      ->capture_default_str();
+  app.add_option("--quantization-param-path", quantization_param_path,
+                 "JSON with per-layer fp8 KV-cache scales (default: the checkpoint's k/v scales)");
+}
+
+KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
+  return resolve_kv_cache(kv_cache_dtype, quantization_param_path, source.raw_checkpoint.get(),
+                          source.config.num_hidden_layers);
 }
 
 ModelSource ModelOptions::open() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/loader.h"
+#include "runtime/kv_scales.h"
 #include "runtime/sampling_params.h"
 
 namespace nibble::cli {
@@ -18,7 +19,10 @@ struct ModelOptions {
   int threads = 0;
   std::string quantization;    // SGLang's --quantization
   std::string torchao_config;  // SGLang's --torchao-config
+  std::string kv_cache_dtype = "auto";
+  std::string quantization_param_path;  // fp8 KV-cache scales (JSON)
   void add(CLI::App& app);
+  KvCacheSpec kv_cache(const ModelSource& source) const;
   // open_model_source with the path and quantization flags.
   ModelSource open() const;
   std::filesystem::path resolved_path() const;

@@ -10,6 +10,7 @@
 #include "backend/cpu/kernels.h"
 #include "command.h"
 #include "common_options.h"
+#include "core/memory_stats.h"
 #include "core/thread_pool.h"
 #include "runtime/kv_cache.h"
 
@@ -68,10 +69,17 @@ double measure_read_bandwidth() {
 
 int run_bench(const BenchOptions& o) {
   o.model.apply_threads();
+  const MemoryUsage before = current_memory();
+  PeakMemorySampler load_memory;
+  const auto load_start = Clock::now();
   ModelSource source = o.model.open();
   const ComputeType compute = o.model.compute_type();
   auto model = build_model(source, compute);
+  const double load_s = std::chrono::duration<double>(Clock::now() - load_start).count();
+  load_memory.stop();
+  const MemoryUsage loaded = current_memory();
   const ModelConfig& config = model->config();
+  const KvCacheSpec kv = o.model.kv_cache(source);
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> token(0, int32_t(config.vocab_size - 1));
   const int64_t block = 16;
@@ -80,7 +88,8 @@ int run_bench(const BenchOptions& o) {
   std::vector<double> prefill_rates, decode_rates;
   for (int rep = 0; rep < o.repeats + 1; ++rep) {  // the first run warms caches and is dropped
     KvCache cache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, block,
-                  n_blocks);
+                  n_blocks, kv.dtype);
+    kv.apply(cache);
     SequenceBatch seq;
     for (int64_t i = 0; i < n_blocks; ++i) seq.block_table.push_back(*cache.allocate_block());
     ForwardBatch batch;
@@ -111,7 +120,8 @@ int run_bench(const BenchOptions& o) {
   // Bytes a decode step must read: all weights, plus on average half the KV
   // cache written so far.
   const double kv_bytes = 2.0 * config.num_hidden_layers * config.num_key_value_heads *
-                          config.head_dim * 4.0 * (o.prompt_tokens + o.gen_tokens / 2.0);
+                          config.head_dim * double(kv_dtype_bytes(kv.dtype)) *
+                          (o.prompt_tokens + o.gen_tokens / 2.0);
   const double bytes_per_token = double(model->weight_bytes()) + kv_bytes;
   const double bound = bandwidth / bytes_per_token;
   nlohmann::json j = {{"model", source.path.string()},
@@ -126,13 +136,26 @@ int run_bench(const BenchOptions& o) {
                       {"measured_read_bandwidth_gb_s", bandwidth / 1e9},
                       {"decode_bound_tok_s", bound},
                       {"decode_effective_gb_s", decode * bytes_per_token / 1e9},
-                      {"decode_fraction_of_bound", decode / bound}};
+                      {"decode_fraction_of_bound", decode / bound},
+                      {"quantization", source.quantization},
+                      {"weight_bytes", model->weight_bytes()},
+                      {"load_seconds", load_s},
+                      {"load_peak_anon_bytes", load_memory.peak_anon_bytes() - before.anon_bytes},
+                      {"load_peak_rss_bytes", load_memory.peak_rss_bytes()},
+                      {"anon_bytes_after_load", loaded.anon_bytes - before.anon_bytes}};
   if (o.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
   std::printf("model %s, %s, %d threads, ISA %s\n", source.path.filename().string().c_str(),
               j["dtype"].get<std::string>().c_str(), ThreadPool::global().size(), cpu::isa_name());
+  std::printf(
+      "load %.1f s (%s): weights %.1f MB; private memory peak %.1f MB during load, %.1f MB "
+      "after\n",
+      load_s, source.quantization.empty() ? "dense" : source.quantization.c_str(),
+      double(model->weight_bytes()) / 1e6,
+      double(load_memory.peak_anon_bytes() - before.anon_bytes) / 1e6,
+      double(loaded.anon_bytes - before.anon_bytes) / 1e6);
   std::printf("prefill  %5lld tokens: %8.1f tok/s (median of %d)\n", (long long)o.prompt_tokens,
               prefill, o.repeats);
   std::printf("decode   %5lld tokens: %8.1f tok/s (median of %d)\n", (long long)o.gen_tokens,

@@ -300,6 +300,10 @@ bool wxa16_gemv_supports(const WxA16Weight& w, int64_t m) {
          w.padded_cols() < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
 }
 
+bool wxa16_gemv_preferred(const WxA16Weight& w, int64_t m) {
+  return wxa16_gemv_supports(w, m) && w.group_size >= kUnitCols;
+}
+
 void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Workspace& ws,
                 cudaStream_t stream) {
   NIBBLE_CHECK(wxa16_gemv_supports(w, m), "w4a16_gemv: {}-bit weight [{}, {}] with M = {}", w.bits,

@@ -75,6 +75,9 @@ void wxa16_linear(LtGemm& lt, const WxA16Weight& weight, const void* x, int64_t 
 
 // Whether the Gemv path takes this weight at this M (4-bit codes, 1 ≤ M ≤ kWxA16GemvMaxM).
 bool wxa16_gemv_supports(const WxA16Weight& weight, int64_t m);
+// Whether Auto picks it: supported and groups of ≥ 128 columns (with g32/g64 it loads a scale
+// per 32/64 columns per lane and measured 2× slower than the Stream kernel on an H100).
+bool wxa16_gemv_preferred(const WxA16Weight& weight, int64_t m);
 // The Gemv path alone (Error when !wxa16_gemv_supports).
 void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
                 WxA16Workspace& workspace, cudaStream_t stream);
@@ -83,7 +86,7 @@ void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
 // uses any (4 or 8: registers against bytes in flight) and the CTAs per SM that split-K aims at.
 struct WxA16GemvTuning {
   int batch_units = 4;
-  int ctas_per_sm = 4;
+  int ctas_per_sm = 2;  // measured best or within 5% at M = 1 and 16 on 6 of 8 Llama-3-8B shapes
 };
 WxA16GemvTuning& wxa16_gemv_tuning();
 

@@ -73,43 +73,43 @@ quant::QuantizedTensor gguf_tensor(gguf::GgmlType type, int64_t n, int64_t k) {
   return t;
 }
 
-std::unique_ptr<LinearWeight> make_layer(Scheme s, const std::vector<float>& w, int64_t n,
-                                         int64_t k) {
-  quant::ActQuant none, int8;
+struct LayerSource {
+  quant::QuantizedTensor weight;
+  quant::ActQuant act;
+  nibble::cpu::QuantLinearOptions options;
+};
+
+LayerSource make_source(Scheme s, const std::vector<float>& w, int64_t n, int64_t k) {
+  LayerSource src;
+  quant::ActQuant int8;
   int8.kind = quant::ActQuantKind::DynamicPerTokenInt8;
-  nibble::cpu::QuantLinearOptions a8;
-  a8.int8_activations_for_weight_only = true;
-  const auto fallback = nibble::cpu::WeightType::BF16;
   switch (s) {
     case Scheme::W4A16:
-    case Scheme::W4A8: {
-      // torchao int4wo-128 / AWQ-style: asymmetric int4, groups of 128, f16 scales.
-      auto t = quant::quantize_rtn_int(w, n, k, {4, 128, true});
-      return nibble::cpu::make_quantized_linear(t, s == Scheme::W4A8 ? int8 : none, fallback);
-    }
+    case Scheme::W4A8:
+      // int4 groups of 128 (GPTQ / torchao int4wo-128 shape), f32 scales from RTN.
+      src.weight = quant::quantize_rtn_int(w, n, k, {4, 128, true});
+      if (s == Scheme::W4A8) src.act = int8;
+      break;
     case Scheme::W8A16:
-    case Scheme::W8A8: {
-      auto t = quant::quantize_rtn_int(w, n, k, {8, -1, true});
-      return nibble::cpu::make_quantized_linear(t, s == Scheme::W8A8 ? int8 : none, fallback);
-    }
+    case Scheme::W8A8:
+      src.weight = quant::quantize_rtn_int(w, n, k, {8, -1, true});
+      if (s == Scheme::W8A8) src.act = int8;
+      break;
     case Scheme::Q4_0:
-      return nibble::cpu::make_quantized_linear(gguf_tensor(gguf::GgmlType::Q4_0, n, k), none,
-                                                fallback);
     case Scheme::Q4_0A8:
-      return nibble::cpu::make_quantized_linear(gguf_tensor(gguf::GgmlType::Q4_0, n, k), none,
-                                                fallback, a8);
-    case Scheme::Q4_K:
-      return nibble::cpu::make_quantized_linear(gguf_tensor(gguf::GgmlType::Q4_K, n, k), none,
-                                                fallback);
+      src.weight = gguf_tensor(gguf::GgmlType::Q4_0, n, k);
+      src.options.int8_activations_for_weight_only = s == Scheme::Q4_0A8;
+      break;
+    case Scheme::Q4_K: src.weight = gguf_tensor(gguf::GgmlType::Q4_K, n, k); break;
     case Scheme::Q8_0A8:
-      return nibble::cpu::make_quantized_linear(gguf_tensor(gguf::GgmlType::Q8_0, n, k), none,
-                                                fallback, a8);
-    case Scheme::Fp8: {
-      auto t = quant::quantize_fp8_e4m3(w, n, k, quant::Fp8Granularity::PerChannel);
-      return nibble::cpu::make_quantized_linear(t, none, fallback);
-    }
+      src.weight = gguf_tensor(gguf::GgmlType::Q8_0, n, k);
+      src.options.int8_activations_for_weight_only = true;
+      break;
+    case Scheme::Fp8:
+      src.weight = quant::quantize_fp8_e4m3(w, n, k, quant::Fp8Granularity::PerChannel);
+      break;
     case Scheme::Nf4: {
-      quant::QuantizedTensor t;
+      quant::QuantizedTensor& t = src.weight;
       t.elem = quant::ElemType::Nf4;
       t.rows = n;
       t.cols = k;
@@ -118,22 +118,32 @@ std::unique_ptr<LinearWeight> make_layer(Scheme s, const std::vector<float>& w, 
       for (auto& b : t.codes) b = uint8_t(gen());
       quant::set_scale_layout(t, 1, 64);
       for (float& v : t.scales) v = 0.01f;
-      return nibble::cpu::make_quantized_linear(t, none, fallback);
+      break;
     }
   }
-  return nullptr;
+  return src;
+}
+
+std::unique_ptr<LinearWeight> make_layer(const LayerSource& src) {
+  return nibble::cpu::make_quantized_linear(src.weight, src.act, nibble::cpu::WeightType::BF16,
+                                            src.options);
 }
 
 void run_quant(benchmark::State& state, Scheme scheme) {
   configure_threads();
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  if (scheme == Scheme::Q4_K && k % 256 != 0) {
+    state.SkipWithError("Q4_K needs K to be a multiple of 256");
+    return;
+  }
   const std::vector<float> w = random_values(size_t(n * k), 42);
+  const LayerSource source = make_source(scheme, w, n, k);
   std::vector<std::unique_ptr<LinearWeight>> layers;
-  layers.push_back(make_layer(scheme, w, n, k));
+  layers.push_back(make_layer(source));
   const size_t bytes = layers.front()->nbytes();
   // Enough copies to exceed a 32 MiB L3 for decode shapes.
   const size_t copies = m == 1 ? std::max<size_t>(1, (size_t(96) << 20) / bytes) : 1;
-  while (layers.size() < copies) layers.push_back(make_layer(scheme, w, n, k));
+  while (layers.size() < copies) layers.push_back(make_layer(source));
   const std::vector<float> x = random_values(size_t(m * k), 9);
   std::vector<float> y(size_t(m * n));
   size_t next = 0;

@@ -15,7 +15,7 @@ SchemeFamily family_from_bits(double bits_per_weight) {
   return f;
 }
 
-SchemeFamily infer_scheme_family(const ModelSource& source) {
+SchemeFamily infer_scheme_family(const ModelSource& source, const Model* model) {
   const ModelConfig& c = source.config;
   const double q_dim = double(c.num_attention_heads * c.head_dim);
   const double kv_dim = double(c.num_key_value_heads * c.head_dim);
@@ -24,6 +24,9 @@ SchemeFamily infer_scheme_family(const ModelSource& source) {
       hidden * q_dim * 2 + hidden * kv_dim * 2 + 3 * hidden * double(c.intermediate_size);
   const double params = per_layer * double(c.num_hidden_layers);
   double bytes = 0.0;
+  if (source.online_quantization && model != nullptr) {
+    return family_from_bits(params > 0 ? double(model->layer_weight_bytes()) * 8.0 / params : 32.0);
+  }
   const Checkpoint& stored = source.raw_checkpoint ? *source.raw_checkpoint : *source.checkpoint;
   for (const CheckpointTensor& t : stored.tensors()) {
     // HF names "model.layers.N." and GGUF names "blk.N." are the transformer blocks.

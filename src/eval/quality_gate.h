@@ -24,7 +24,9 @@ struct SchemeFamily {
 
 // Bytes stored for all tensors of the transformer blocks (weights, scales, zero points,
 // norms) over the parameter count of their linear layers implied by the config.
-SchemeFamily infer_scheme_family(const ModelSource& source);
+// From the stored bytes of the transformer blocks; a model quantized online at load is judged by
+// the bytes its built layers hold (`model`), since its files are still dense.
+SchemeFamily infer_scheme_family(const ModelSource& source, const Model* model = nullptr);
 SchemeFamily family_from_bits(double bits_per_weight);
 
 struct GateThresholds {

@@ -35,6 +35,7 @@ class LlamaModel final : public Model {
     run(batch, cache, logits, /*all_logits=*/true);
   }
   size_t weight_bytes() const override;
+  size_t layer_weight_bytes() const override;
 
  private:
   struct Layer {
@@ -136,7 +137,12 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
 }
 
 size_t LlamaModel::weight_bytes() const {
-  size_t bytes = embed_.nbytes() + (lm_head_ ? lm_head_->nbytes() : 0) + final_norm_.size() * 4;
+  return embed_.nbytes() + (lm_head_ ? lm_head_->nbytes() : 0) + final_norm_.size() * 4 +
+         layer_weight_bytes();
+}
+
+size_t LlamaModel::layer_weight_bytes() const {
+  size_t bytes = 0;
   for (const Layer& l : layers_) {
     bytes += l.qkv->nbytes() + l.o->nbytes() + l.gate_up->nbytes() + l.down->nbytes();
     bytes += (l.qkv_bias.size() + l.attn_norm.size() + l.mlp_norm.size() + l.q_norm.size() +

@@ -44,6 +44,8 @@ class Model {
                                   std::vector<float>& logits) = 0;
   // Bytes of weights held in memory.
   virtual size_t weight_bytes() const = 0;
+  // The part of weight_bytes() in the transformer blocks (what quantization shrinks).
+  virtual size_t layer_weight_bytes() const = 0;
 };
 
 // Builds a Llama-family model (llama, mistral, qwen2 with q/k/v bias, qwen3 with q/k RMSNorm)

@@ -51,6 +51,7 @@ class ConstantModel final : public Model {
     }
   }
   size_t weight_bytes() const override { return 0; }
+  size_t layer_weight_bytes() const override { return 0; }
   int forwards = 0;
 
  private:

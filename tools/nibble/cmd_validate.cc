@@ -58,7 +58,7 @@ int run_validate(const ValidateOptions& o) {
   eval::ValidationReport report;
   report.model_path = o.model_path;
   report.reference_path = o.reference_path;
-  report.family = eval::infer_scheme_family(model_source);
+  report.family = eval::infer_scheme_family(model_source, model.get());
   report.thresholds = eval::default_thresholds(report.family);
   if (o.max_ppl_increase) report.thresholds.max_ppl_increase = *o.max_ppl_increase;
   if (o.max_kld) report.thresholds.max_kld = *o.max_kld;

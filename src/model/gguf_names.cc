@@ -103,9 +103,9 @@ class GgufAsHfCheckpoint final : public Checkpoint {
   };
 
   const uint8_t* unpermute_rows(const CheckpointTensor& t, int64_t heads) {
-    NIBBLE_CHECK(t.shape.size() == 2 && heads > 0 && t.shape[0] % (2 * heads) == 0,
-                 "{}: tensor '{}' has shape incompatible with {} heads", gguf_->source(), t.name,
-                 heads);
+    NIBBLE_CHECK(
+        t.shape.size() == 2 && heads > 0 && t.shape[0] > 0 && t.shape[0] % (2 * heads) == 0,
+        "{}: tensor '{}' has shape incompatible with {} heads", gguf_->source(), t.name, heads);
     const int64_t rows = t.shape[0];
     NIBBLE_CHECK(t.nbytes % rows == 0, "{}: tensor '{}' rows are not byte-aligned", gguf_->source(),
                  t.name);

@@ -1,0 +1,49 @@
+// Inputs the GGUF fuzzer (fuzz/fuzz_gguf.cc) found to crash the loader, reduced to the
+// property that broke; each must now give an nibble::Error.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+#include "core/error.h"
+#include "formats/gguf/gguf_writer.h"
+#include "model/loader.h"
+
+namespace nibble {
+namespace {
+
+namespace fs = std::filesystem;
+
+fs::path temp_gguf(const std::string& stem) {
+  std::random_device rd;
+  return fs::temp_directory_path() /
+         ("nibble-fuzz-regression-" + stem + "-" + std::to_string(rd()) + ".gguf");
+}
+
+// A llama-architecture GGUF whose q/k tensor has zero rows: the row un-permutation divided by
+// the row count (UBSan: division by zero in gguf_names.cc) before the fix.
+TEST(GgufFuzzRegression, ZeroRowAttentionTensorIsAnError) {
+  const fs::path path = temp_gguf("zero-rows");
+  {
+    gguf::GgufWriter w(path);
+    w.add_string("general.architecture", "llama");
+    w.add_uint32("llama.block_count", 1);
+    w.add_uint32("llama.context_length", 128);
+    w.add_uint32("llama.embedding_length", 32);
+    w.add_uint32("llama.feed_forward_length", 64);
+    w.add_uint32("llama.attention.head_count", 2);
+    w.add_uint32("llama.attention.head_count_kv", 1);
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.add_uint32("llama.vocab_size", 4);
+    w.add_string("tokenizer.ggml.model", "llama");
+    w.add_string_array("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+    // PyTorch order [0, 32]: no data at all, so every size check upstream passes.
+    w.add_tensor("blk.0.attn_k.weight", gguf::GgmlType::F32, {0, 32}, {});
+    w.write();
+  }
+  EXPECT_THROW(open_model_source(path), Error);
+  fs::remove(path);
+}
+
+}  // namespace
+}  // namespace nibble

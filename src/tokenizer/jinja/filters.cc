@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 
@@ -37,8 +38,10 @@ Value resolve_attribute(const Value& item, const Value& attribute) {
     size_t dot = path.find('.', b);
     std::string part = path.substr(b, dot == std::string::npos ? std::string::npos : dot - b);
     bool numeric = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit);
-    cur = numeric ? get_item(cur, Value::from_int(std::stoll(part)))
-                  : get_item(cur, Value::from_string(part));
+    int64_t index = 0;
+    if (numeric && std::from_chars(part.data(), part.data() + part.size(), index).ec != std::errc())
+      fail("attribute index '{}' is out of range", part);
+    cur = numeric ? get_item(cur, Value::from_int(index)) : get_item(cur, Value::from_string(part));
     if (dot == std::string::npos) return cur;
     b = dot + 1;
   }
@@ -93,8 +96,16 @@ std::string jinja_title(const std::string& s) {
   return out;
 }
 
+// A float -> int64 cast is undefined for NaN and outside int64's range; Python's int() would
+// give a big integer, which this engine does not have.
+int64_t float_to_int(double d) {
+  if (!(d >= -9.2233720368547758e18 && d < 9.2233720368547758e18))
+    fail("{} does not fit in a 64-bit integer", d);
+  return static_cast<int64_t>(d);
+}
+
 int64_t to_int(const Value& v, int64_t fallback) {
-  if (v.kind == Value::Kind::Float) return static_cast<int64_t>(v.real);
+  if (v.kind == Value::Kind::Float) return float_to_int(v.real);
   if (v.is_number()) return v.as_int();
   if (v.is_string()) {
     std::string t = python_strip(v.text, true, true, Value::none());
@@ -103,8 +114,8 @@ int64_t to_int(const Value& v, int64_t fallback) {
       int64_t r = std::stoll(t, &used, 10);
       if (used == t.size()) return r;
       double d = std::stod(t, &used);
-      if (used == t.size()) return static_cast<int64_t>(d);
-    } catch (...) {
+      if (used == t.size()) return float_to_int(d);
+    } catch (const std::logic_error&) {  // stoll/stod: invalid_argument, out_of_range
     }
   }
   return fallback;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <set>
 
 #include "core/error.h"
@@ -459,7 +460,11 @@ class Parser {
         if (res.ec != std::errc()) error(t, "integer literal out of range: " + t.text);
         return literal(Value::from_int(v), t);
       }
-      case TK::Float: ++pos_; return literal(Value::from_float(std::stod(t.text)), t);
+      case TK::Float: {
+        ++pos_;
+        // strtod, not stod: 1e999 is inf in Python, and stod would throw out_of_range.
+        return literal(Value::from_float(std::strtod(t.text.c_str(), nullptr)), t);
+      }
       case TK::Op:
         if (t.text == "(") {
           ++pos_;
@@ -530,7 +535,12 @@ class Parser {
         auto e = make(Expr::Kind::Attr, t);
         if (cur().kind == TK::Int) {
           e->kind = Expr::Kind::Item;
-          e->b = literal(Value::from_int(std::stoll(next().text)), t);
+          const Token& index = next();
+          int64_t v = 0;
+          const auto res =
+              std::from_chars(index.text.data(), index.text.data() + index.text.size(), v);
+          if (res.ec != std::errc()) error(index, "integer index out of range: " + index.text);
+          e->b = literal(Value::from_int(v), t);
         } else {
           e->name = expect_name();
         }

@@ -242,6 +242,9 @@ void parse_compressed_tensors(const Fields& f, QuantConfig& q) {
          f.where(), status);
   if (f.has("sparsity_config")) {
     const json& sp = f.raw("sparsity_config");
+    const auto format = sp.is_object() ? sp.find("format") : sp.end();
+    if (sp.is_object() && format != sp.end() && !format->is_string())
+      fail("{}: sparsity_config format must be a string, got {}", f.where(), format->type_name());
     if (sp.is_object() && !sp.empty() && sp.value("format", "dense") != "dense")
       fail(
           "{}: sparsity_config format '{}' is not supported: sparse (bitmask / 2:4) "
@@ -423,6 +426,8 @@ QuantConfig parse_quantization_config(const json& config, const std::string& sou
   if (!config.is_object()) fail("{}: quantization config must be a JSON object", source);
   QuantConfig q;
   q.source = source;
+  if (const auto it = config.find("quant_method"); it != config.end() && !it->is_string())
+    fail("{}: quant_method must be a string, got {}", source, it->type_name());
   const std::string method = lower(config.value("quant_method", std::string()));
   if (method.empty() || method.rfind("modelopt", 0) == 0) {
     parse_modelopt(config, source, q);

@@ -45,3 +45,6 @@ if [[ -n "$nvcc_path" ]]; then
     -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
   cmake --build build/cuda --target nibble_cuda nibble_gpu_tests nibble_gpu_bench
 fi
+
+echo "== fuzz targets (libFuzzer, ASan + UBSan), ${NIBBLE_FUZZ_SECONDS:-20} s each"
+bash fuzz/run.sh "${NIBBLE_FUZZ_SECONDS:-20}"

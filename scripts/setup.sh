@@ -29,7 +29,8 @@ if ((${#missing[@]})); then
 fi
 
 # 2. Python venv with the reference libraries the tests compare against.
-py_packages=(numpy pytest jinja2 safetensors tokenizers "gguf==0.19.0" transformers torch accelerate openai compressed-tensors)
+# scikit-build-core and nanobind build the `nibble` Python package (pip install ., NIBBLE_PYTHON).
+py_packages=(numpy pytest jinja2 safetensors tokenizers "gguf==0.19.0" transformers torch accelerate openai compressed-tensors scikit-build-core nanobind)
 stamp="$VENV/.nibble-packages"
 want="${py_packages[*]}"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then

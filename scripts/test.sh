@@ -17,15 +17,18 @@ mapfile -t sources < <(git ls-files '*.cc' '*.h')
 clang-format --dry-run --Werror "${sources[@]}"
 
 echo "== build (release, warnings as errors)"
+# NIBBLE_PYTHON: also the Python extension, laid out as a package in build/release/python.
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIBBLE_WERROR=ON \
-  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache >/dev/null
+  -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DNIBBLE_PYTHON=ON \
+  -DPython_EXECUTABLE="$NIBBLE_HOME/venv/bin/python" >/dev/null
 cmake --build build/release
 
 echo "== unit tests"
 (cd build/release && ctest --output-on-failure -j2)
 
 echo "== parity tests (Python references)"
-NIBBLE_BIN="$here/build/release/nibble" "$NIBBLE_HOME/venv/bin/python" -m pytest -q tests/python
+NIBBLE_BIN="$here/build/release/nibble" NIBBLE_REQUIRE_PYTHON=1 \
+  "$NIBBLE_HOME/venv/bin/python" -m pytest -q tests/python
 
 echo "== unit tests under AddressSanitizer + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DNIBBLE_WERROR=ON -DNIBBLE_SANITIZE=ON \

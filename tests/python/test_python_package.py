@@ -3,7 +3,7 @@
 The package is imported from the CMake build folder: a build with -DNIBBLE_PYTHON=ON lays it
 out under <build>/python (the extension, links to python/nibble/*.py, bin/nibble), found next to
 $NIBBLE_BIN. That avoids a `pip install .` (a full rebuild) on every run; one test builds the
-wheel with pip when NIBBLE_TEST_WHEEL=1 (scripts/test.sh sets it) and runs it.
+wheel with pip when NIBBLE_TEST_WHEEL=1 (off by default: minutes of compiling) and runs it.
 """
 import asyncio
 import json

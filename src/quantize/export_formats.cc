@@ -84,18 +84,21 @@ void ct_pack_quantized(const std::string& p, const QuantizedTensor& t,
   if (!t.g_idx.empty()) add_tensor(out, p + ".weight_g_idx", DType::I32, {K}, raw_bytes(t.g_idx));
 }
 
-void ct_unpacked(const std::string& p, const quant::LinearScheme& s,
+void ct_unpacked(const std::string& p, const quant::LinearScheme& s, const Recipe& r,
                  std::vector<ExportTensor>& out) {
   const QuantizedTensor& t = s.weight;
   const bool fp8 = t.elem == quant::ElemType::Fp8E4M3;
   NIBBLE_CHECK(fp8 || t.elem == quant::ElemType::Int8, "{}: int-quantized export needs int8 codes",
                p);
   add_tensor(out, p + ".weight", fp8 ? DType::F8_E4M3 : DType::I8, {t.rows, t.cols}, t.codes);
+  // The shape names the strategy (a 128×128 block on a 128×128 weight is still "block").
   std::vector<int64_t> scale_shape;
-  switch (t.granularity()) {
-    case quant::ScaleGranularity::PerTensor: scale_shape = {1}; break;
-    case quant::ScaleGranularity::PerChannel: scale_shape = {t.rows, 1}; break;
-    default: scale_shape = {t.scale_rows, t.scale_cols}; break;
+  if (r.fp8_per_tensor) {
+    scale_shape = {1};
+  } else if (r.fp8_block || (r.kind == WeightKind::Int && r.group_size != -1)) {
+    scale_shape = {t.scale_rows, t.scale_cols};
+  } else {
+    scale_shape = {t.rows, 1};
   }
   add_tensor(out, p + ".weight_scale", scale_dtype_to_dtype(t.scale_dtype), scale_shape,
              encode_floats(t.scales, scale_dtype_to_dtype(t.scale_dtype)));
@@ -113,7 +116,9 @@ json compressed_tensors_config(const ModelSource& source, const QuantizedModel& 
     const bool channel = l.group == -1;
     weights = ct_args(l.bits, "int", l.symmetric, channel ? "channel" : "group",
                       channel ? json(nullptr) : json(l.group), false, nullptr,
-                      l.act_order ? json("group") : json(nullptr));
+                      l.act_order   ? json("group")
+                      : r.act_order ? json("weight")
+                                    : json(nullptr));
     if (r.act == quant::ActQuantKind::DynamicPerTokenInt8) {
       input = ct_args(8, "int", true, "token", nullptr, true, nullptr, nullptr, nullptr);
       format = "int-quantized";
@@ -154,7 +159,7 @@ void export_compressed_tensors(const ModelSource& source, const QuantizedModel& 
     if (r.kind == WeightKind::Int && r.act == quant::ActQuantKind::None) {
       ct_pack_quantized(module, s.weight, tensors);
     } else {
-      ct_unpacked(module, s, tensors);
+      ct_unpacked(module, s, r, tensors);
     }
   }
   write_export_directory(source, out, std::move(tensors),

@@ -33,6 +33,23 @@ class OverlayCheckpoint final : public Checkpoint {
   const std::map<std::string, std::vector<float>>& overrides_;
 };
 
+// 2-D scale blocks [bn, bk] restated as per-row blocks [1, bk]: the same values, but a layout
+// that stacks with parts whose row counts are not multiples of bn (k/v of FP8_BLOCK on a small
+// model). The loader runs such parts side by side instead, so logits may differ in the last
+// bits of the kernels' summation order, not in any weight.
+quant::QuantizedTensor per_row_blocks(const quant::QuantizedTensor& t) {
+  if (t.scale_block_rows == 1 || t.scales.empty()) return t;
+  quant::QuantizedTensor out = t;
+  out.scale_block_rows = 1;
+  out.scale_rows = t.rows;
+  out.scales.assign(static_cast<size_t>(t.rows * t.scale_cols), 0.0f);
+  for (int64_t n = 0; n < t.rows; ++n)
+    for (int64_t g = 0; g < t.scale_cols; ++g)
+      out.scales[size_t(n * t.scale_cols + g)] =
+          t.scales[size_t((n / t.scale_block_rows) * t.scale_cols + g)];
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<Model> build_in_memory_model(const ModelSource& source, const QuantizedModel& model,
@@ -69,6 +86,13 @@ std::unique_ptr<Model> build_in_memory_model(const ModelSource& source, const Qu
       weights.push_back(&p->weight);
     }
     auto stacked = quant::stack_rows(weights);
+    std::vector<quant::QuantizedTensor> expanded;
+    if (!stacked) {
+      for (const auto* w : weights) expanded.push_back(per_row_blocks(*w));
+      std::vector<const quant::QuantizedTensor*> again;
+      for (const auto& e : expanded) again.push_back(&e);
+      stacked = quant::stack_rows(again);
+    }
     NIBBLE_CHECK(stacked.has_value(), "in-memory model: layer {}: parts cannot be stacked", layer);
     NIBBLE_CHECK(stacked->rows == rows && stacked->cols == cols,
                  "in-memory model: layer {}: quantized [{}, {}] for a [{}, {}] weight", layer,

@@ -12,6 +12,7 @@
 #include "quant/reference/dequantize.h"
 #include "quant/types.h"
 #include "quantize/linear_algebra.h"
+#include "quantize/vector_ops.h"
 
 namespace nibble::quantize {
 namespace {
@@ -137,52 +138,72 @@ QuantizedTensor quantize_int_rtn(std::span<const float> w, int64_t rows, int64_t
   return make_tensor(rows, cols, group, options, codes, scales, zeros, {});
 }
 
-QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
-                                  std::span<const double> h, const IntQuantOptions& options,
-                                  const GptqOptions& gptq) {
-  check_shape(w, rows, cols, "quantize_int_gptq");
-  NIBBLE_CHECK(int64_t(h.size()) == cols * cols, "quantize_int_gptq: Hessian of {} values for K={}",
-               h.size(), cols);
+GptqHessian prepare_gptq_hessian(std::span<const double> h, int64_t cols, const GptqOptions& gptq) {
+  const int64_t K = cols;
+  NIBBLE_CHECK(int64_t(h.size()) == K * K, "quantize_int_gptq: Hessian of {} values for K={}",
+               h.size(), K);
   NIBBLE_CHECK(gptq.block_size > 0 && gptq.damp_percent >= 0.0,
                "quantize_int_gptq: block size {} and damp {}", gptq.block_size, gptq.damp_percent);
-  const Grid grid = grid_of(options);
-  const int64_t K = cols, N = rows;
-  const int64_t group = effective_group(options, cols);
-  const bool grouped = options.group_size != -1;
-  const int64_t n_groups = (K + group - 1) / group;
-
-  // Processing order.
-  std::vector<int64_t> perm(static_cast<size_t>(K));
-  std::iota(perm.begin(), perm.end(), 0);
+  GptqHessian prepared;
+  prepared.cols = K;
+  prepared.perm.resize(static_cast<size_t>(K));
+  std::iota(prepared.perm.begin(), prepared.perm.end(), 0);
   if (gptq.act_order) {
-    std::stable_sort(perm.begin(), perm.end(), [&](int64_t a, int64_t b) {
+    std::stable_sort(prepared.perm.begin(), prepared.perm.end(), [&](int64_t a, int64_t b) {
       return h[size_t(a * K + a)] > h[size_t(b * K + b)];
     });
   }
-  // Wt[i][n]: column perm[i] of W, so each column is a contiguous row.
-  std::vector<double> wt(static_cast<size_t>(K * N));
+  const std::vector<int64_t>& perm = prepared.perm;
+  prepared.dead.assign(static_cast<size_t>(K), 0);
   std::vector<double> hp(static_cast<size_t>(K * K));
   for (int64_t i = 0; i < K; ++i) {
     const int64_t k = perm[size_t(i)];
-    const bool dead = h[size_t(k * K + k)] == 0.0;
-    for (int64_t n = 0; n < N; ++n) wt[size_t(i * N + n)] = dead ? 0.0 : w[size_t(n * K + k)];
+    prepared.dead[size_t(k)] = h[size_t(k * K + k)] == 0.0;
     for (int64_t j = 0; j < K; ++j) hp[size_t(i * K + j)] = h[size_t(k * K + perm[size_t(j)])];
-    if (dead) hp[size_t(i * K + i)] = 1.0;
+    if (prepared.dead[size_t(k)]) hp[size_t(i * K + i)] = 1.0;
   }
   double mean_diag = 0.0;
   for (int64_t i = 0; i < K; ++i) mean_diag += hp[size_t(i * K + i)];
   mean_diag /= double(K);
-  std::vector<double> u;
   // A rank-deficient H (fewer calibration tokens than K, or duplicated inputs) can still fail
   // at 1% dampening; more dampening is what the reference implementations advise.
   double damp = gptq.damp_percent;
   for (int attempt = 0;; ++attempt) {
     std::vector<double> hd = hp;
     for (int64_t i = 0; i < K; ++i) hd[size_t(i * K + i)] += damp * mean_diag;
-    if (inverse_upper_cholesky(hd, K, u)) break;
+    if (inverse_upper_cholesky(hd, K, prepared.u)) break;
     NIBBLE_CHECK(attempt < 6, "quantize_int_gptq: Hessian not positive definite even with damp {}",
                  damp);
     damp = damp == 0.0 ? 0.01 : damp * 4.0;
+  }
+  return prepared;
+}
+
+QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
+                                  std::span<const double> h, const IntQuantOptions& options,
+                                  const GptqOptions& gptq) {
+  return quantize_int_gptq(w, rows, cols, prepare_gptq_hessian(h, cols, gptq), options, gptq);
+}
+
+QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
+                                  const GptqHessian& prepared, const IntQuantOptions& options,
+                                  const GptqOptions& gptq) {
+  check_shape(w, rows, cols, "quantize_int_gptq");
+  NIBBLE_CHECK(prepared.cols == cols, "quantize_int_gptq: Hessian for K={} used with K={}",
+               prepared.cols, cols);
+  const Grid grid = grid_of(options);
+  const int64_t K = cols, N = rows;
+  const int64_t group = effective_group(options, cols);
+  const bool grouped = options.group_size != -1;
+  const int64_t n_groups = (K + group - 1) / group;
+  const std::vector<int64_t>& perm = prepared.perm;
+  const std::vector<double>& u = prepared.u;
+  // Wt[i][n]: column perm[i] of W, so each column is a contiguous row.
+  std::vector<double> wt(static_cast<size_t>(K * N));
+  for (int64_t i = 0; i < K; ++i) {
+    const int64_t k = perm[size_t(i)];
+    const bool dead = prepared.dead[size_t(k)] != 0;
+    for (int64_t n = 0; n < N; ++n) wt[size_t(i * N + n)] = dead ? 0.0 : w[size_t(n * K + k)];
   }
 
   std::vector<float> scales(static_cast<size_t>(N * n_groups));
@@ -233,21 +254,14 @@ QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_
       }
       const double* ui = u.data() + i * K;
       // Within the block the updates are small (≤ 127 rows of N): serial beats waking the pool.
-      for (int64_t j = i + 1; j < i2; ++j) {
-        const double c = ui[j];
-        double* wj = wt.data() + j * N;
-        for (int64_t n = 0; n < N; ++n) wj[n] -= c * ei[n];
-      }
+      for (int64_t j = i + 1; j < i2; ++j) sub_scaled(wt.data() + j * N, ei, ui[j], N);
     }
     // The block's errors reach the later columns in one pass (GPTQ's lazy batch update).
     pool.parallel_for(K - i2, std::max<int64_t>(1, (K - i2) / 8), [&](int64_t begin, int64_t end) {
       for (int64_t j = i2 + begin; j < i2 + end; ++j) {
         double* wj = wt.data() + j * N;
-        for (int64_t b = 0; b < i2 - i1; ++b) {
-          const double c = u[size_t((i1 + b) * K + j)];
-          const double* eb = err.data() + b * N;
-          for (int64_t n = 0; n < N; ++n) wj[n] -= c * eb[n];
-        }
+        for (int64_t b = 0; b < i2 - i1; ++b)
+          sub_scaled(wj, err.data() + b * N, u[size_t((i1 + b) * K + j)], N);
       }
     });
   }

@@ -32,6 +32,17 @@ struct GptqOptions {
   int64_t block_size = 128;    // lazy-batch width of the column updates
 };
 
+// What GPTQ needs from a Hessian, computed once per input group (q/k/v share one, gate/up
+// another): the processing order, dead channels and the upper Cholesky factor of the damped
+// inverse in that order.
+struct GptqHessian {
+  int64_t cols = 0;
+  std::vector<int64_t> perm;  // processing position → column
+  std::vector<uint8_t> dead;  // by column: H[k][k] == 0
+  std::vector<double> u;      // [K, K] row-major, upper
+};
+GptqHessian prepare_gptq_hessian(std::span<const double> h, int64_t cols, const GptqOptions& gptq);
+
 // Rounds `v` to the representable value of a scale dtype (f32, f16, bf16).
 float round_scale(float v, quant::ScaleDType dtype);
 
@@ -45,6 +56,9 @@ quant::QuantizedTensor quantize_int_rtn(std::span<const float> w, int64_t rows, 
 quant::QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
                                          std::span<const double> h, const IntQuantOptions& options,
                                          const GptqOptions& gptq);
+quant::QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_t cols,
+                                         const GptqHessian& prepared,
+                                         const IntQuantOptions& options, const GptqOptions& gptq);
 
 // Quantize-dequantize (RTN on the same grid) of `count` values of one row's group, and of a
 // whole weight: what the searches of AWQ and SmoothQuant evaluate.

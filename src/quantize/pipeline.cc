@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 #include "core/error.h"
 #include "core/numeric.h"
@@ -63,9 +64,19 @@ quant::QuantizedTensor quantize_gguf(const std::vector<float>& w, int64_t rows, 
   return q;
 }
 
+GptqOptions gptq_options(const Recipe& r) {
+  GptqOptions go;
+  go.damp_percent = r.damp_percent;
+  go.act_order = r.act_order;
+  go.static_groups = r.static_groups;
+  go.block_size = r.gptq_block_size;
+  return go;
+}
+
 quant::LinearScheme quantize_linear(const Recipe& r, const PipelineOptions& o,
                                     const std::vector<float>& w, int64_t rows, int64_t cols,
-                                    const InputStatistics* stats, const std::string& module) {
+                                    const InputStatistics* stats, const GptqHessian* hessian,
+                                    const std::string& module) {
   quant::LinearScheme s;
   s.method = r.format;
   s.act.kind = r.act;
@@ -73,14 +84,8 @@ quant::LinearScheme quantize_linear(const Recipe& r, const PipelineOptions& o,
     case WeightKind::Int: {
       const IntQuantOptions io = int_options(r, o.int_scale_dtype);
       if (uses_gptq(r.method)) {
-        NIBBLE_CHECK(stats && stats->has_hessian(), "{}: GPTQ needs a Hessian from calibration",
-                     module);
-        GptqOptions go;
-        go.damp_percent = r.damp_percent;
-        go.act_order = r.act_order;
-        go.static_groups = r.static_groups;
-        go.block_size = r.gptq_block_size;
-        s.weight = quantize_int_gptq(w, rows, cols, stats->hessian(), io, go);
+        NIBBLE_CHECK(hessian != nullptr, "{}: GPTQ needs a Hessian from calibration", module);
+        s.weight = quantize_int_gptq(w, rows, cols, *hessian, io, gptq_options(r));
       } else {
         s.weight = quantize_int_rtn(w, rows, cols, io);
       }
@@ -139,6 +144,10 @@ double relative_error(const std::vector<float>& w, const std::vector<float>& w_h
   const double ref = output_error(w, zero, rows, cols, stats->kept_rows(), stats->kept_count());
   const double err = output_error(w, w_hat, rows, cols, stats->kept_rows(), stats->kept_count());
   return ref > 0.0 ? err / ref : 0.0;
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 std::string format_duration(double seconds) {
@@ -216,15 +225,21 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         const int64_t tokens = runner->tokens();
         auto st = std::make_unique<InputStatistics>(
             k, uses_gptq(r.method), std::max<int64_t>(1, tokens / kKeptRows), kKeptRows);
+        double sink_seconds = 0.0;
         const InputSink sink = [&](InputGroup g, const float* in, int64_t m) {
+          const auto t0 = Clock::now();
           if (g == group) st->add(in, m);
+          sink_seconds += seconds_since(t0);
         };
+        const auto t0 = Clock::now();
         switch (group) {
           case InputGroup::Qkv: runner->observe_qkv(w, x, sink); break;
           case InputGroup::O: runner->run_attention(w, x, sink); break;
           case InputGroup::GateUp: runner->run_o(w, x, sink); break;
           case InputGroup::Down: runner->run_gate_up(w, sink); break;
         }
+        result.stage_seconds["forward"] += seconds_since(t0) - sink_seconds;
+        result.stage_seconds["statistics"] += sink_seconds;
         stats[group] = std::move(st);
       }
       InputStatistics* st = stats.count(group) ? stats[group].get() : nullptr;
@@ -235,6 +250,7 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
       // Scales folded into the RMSNorm in front of the group: q/k/v and gate/up.
       const bool foldable = group == InputGroup::Qkv || group == InputGroup::GateUp;
       const bool whole_group = group_weights.size() == names.size();
+      const auto search_start = Clock::now();
       if (st && foldable && whole_group &&
           (uses_smoothquant(r.method) || r.method == Method::Awq)) {
         std::vector<float> s;
@@ -256,21 +272,36 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         st->rescale_inputs(eff);
         layer_log += fmt::format(" {}:α={:.2f}", group_name(group), alpha);
       }
+      result.stage_seconds["scale_search"] += seconds_since(search_start);
 
+      // One factorisation of the group's Hessian serves all its linears.
+      std::optional<GptqHessian> hessian;
+      if (uses_gptq(r.method) && st && st->has_hessian() && !group_weights.empty()) {
+        const auto t0 = Clock::now();
+        hessian = prepare_gptq_hessian(st->hessian(), k, gptq_options(r));
+        result.stage_seconds["quantize"] += seconds_since(t0);
+      }
       for (LinearName n : names) {
         const std::string module = prefix + linear_suffix(n);
         if (r.ignored(module)) continue;
         const int64_t rows = dims.rows(n);
         std::vector<float>& wn = w[n];
+        const auto clip_start = Clock::now();
         if (r.method == Method::Awq && st && st->kept_count() > 0 && n != LinearName::Q &&
             n != LinearName::K) {
           // AWQ leaves q/k unclipped: their errors are amplified by the attention softmax.
           awq_clip(wn, rows, k, st->kept_rows(), st->kept_count(),
                    int_options(r, o.int_scale_dtype));
         }
-        quant::LinearScheme scheme = quantize_linear(r, o, wn, rows, k, st, module);
+        result.stage_seconds["clip_search"] += seconds_since(clip_start);
+        auto t0 = Clock::now();
+        quant::LinearScheme scheme =
+            quantize_linear(r, o, wn, rows, k, st, hessian ? &*hessian : nullptr, module);
+        result.stage_seconds["quantize"] += seconds_since(t0);
+        t0 = Clock::now();
         std::vector<float> deq = quant::dequantize(scheme.weight);
         const double rel = relative_error(wn, deq, rows, k, st);
+        result.stage_seconds["error_log"] += seconds_since(t0);
         result.report.push_back({module, rel});
         if (!std::isnan(rel)) {
           const std::string_view suffix = linear_suffix(n);
@@ -281,8 +312,10 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
       }
     }
     if (run_model) {
+      const auto t0 = Clock::now();
       runner->run_down(w, next);
       x.swap(next);
+      result.stage_seconds["forward"] += seconds_since(t0);
     }
     if (!o.save_calibration.empty() && run_model)
       save_layer_statistics(o.save_calibration, layer, stats);

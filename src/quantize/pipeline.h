@@ -34,6 +34,9 @@ struct QuantizedModel {
   std::map<std::string, std::vector<float>> overrides;
   std::vector<LinearReport> report;
   int64_t calibration_samples = 0, calibration_seqlen = 0;
+  // Wall time per stage: forward (the layer runner), statistics (Hessians, |x|), scale_search
+  // (SmoothQuant/AWQ), quantize (RTN/GPTQ/clipping), error_log.
+  std::map<std::string, double> stage_seconds;
 };
 
 struct PipelineOptions {

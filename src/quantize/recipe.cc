@@ -138,6 +138,10 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
   } else if (f != "gguf") {
     fail("--format: unknown value '{}' (expected compressed-tensors, gptq, awq, fp8 or gguf)", f);
   }
+  // compressed-tensors ≥ 0.20 refuses actorder "group" (a stored g_idx): act-order there is
+  // "weight" — columns processed in Hessian order with groups fixed on natural column blocks
+  // (GPTQ's static_groups), so nothing beyond the plain layout is stored.
+  if (r.act_order && f == "compressed-tensors") r.static_groups = true;
   if (r.act_order)
     NIBBLE_CHECK(r.method == Method::Gptq || r.method == Method::SmoothQuantGptq,
                  "--act-order applies to GPTQ");

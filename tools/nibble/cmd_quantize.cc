@@ -180,6 +180,7 @@ int run_quantize(const QuantizeOptions& o) {
                                    {"quantize_seconds", quantize_seconds},
                                    {"total_seconds", total_seconds},
                                    {"peak_rss_mib", peak_rss_mib()},
+                                   {"stage_seconds", model.stage_seconds},
                                    {"layers", layers}};
     write_file_atomic(o.report, report.dump(2) + "\n");
   }
@@ -187,6 +188,8 @@ int run_quantize(const QuantizeOptions& o) {
     std::fprintf(stderr,
                  "quantize: wrote %s (%zu quantized linears) in %.1f s, peak RSS %.0f MiB\n",
                  o.out.c_str(), model.linears.size(), total_seconds, peak_rss_mib());
+    for (const auto& [stage, sec] : model.stage_seconds)
+      std::fprintf(stderr, "quantize:   %s %.1f s\n", stage.c_str(), sec);
   }
   return 0;
 }

@@ -302,3 +302,57 @@ def test_refusals_leave_nothing(nibble_bin, tiny, shared_data):
     r = run([nibble_bin, "quantize", "-q", "-m", tiny / "model", "--scheme", "W8A16",
              "--method", "rtn", "--out", tiny / "exists"])
     assert r.returncode != 0 and "--force" in r.stderr
+
+
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
+              "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
+              "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
+
+
+def llama_gguf_rows(w, n_head):
+    """convert_hf_to_gguf's q/k row permutation (Meta's interleaved RoPE layout)."""
+    rows, k = w.shape
+    return w.reshape(n_head, 2, rows // n_head // 2, k).swapaxes(1, 2).reshape(rows, k)
+
+
+@pytest.mark.parametrize("scheme", ["Q8_0", "Q4_0"])
+def test_gguf_export_codes_and_logits(nibble_bin, tiny, default_gguf, scheme):
+    gguf = pytest.importorskip("gguf")
+    # GGUF needs a tokenizer: the default model's, on a tiny model with its vocabulary size.
+    src = tiny / "tiny_vocab"
+    if not (src / "tokenizer.json").exists():
+        hf = tiny / "default_hf"
+        r = run([nibble_bin, "convert", default_gguf, "--out", hf, "--dtype", "bfloat16",
+                 "--force"])
+        assert r.returncode == 0, r.stderr
+        config = dict(TINY_CONFIG, vocab_size=json.loads((hf / "config.json").read_text())[
+            "vocab_size"])
+        (tiny / "tiny_vocab.json").write_text(json.dumps(config))
+        r = run([nibble_bin, "synth", "--config", tiny / "tiny_vocab.json", "--out", src,
+                 "--dtype", "bfloat16", "--force"])
+        assert r.returncode == 0, r.stderr
+        for f in ("tokenizer.json", "tokenizer_config.json"):
+            (src / f).write_bytes((hf / f).read_bytes())
+    name = f"gguf_{scheme}"
+    out = tiny / f"{name}.gguf"
+    r = run([nibble_bin, "quantize", "-q", "-m", src, "--scheme", scheme, "--out", out, "--force",
+             "--logits-prompts", tiny / "prompts.json", "--logits-out", tiny / f"{name}.mem",
+             "--save-dequantized", tiny / f"{name}.deq.safetensors"])
+    assert r.returncode == 0, r.stderr
+    reader = gguf.GGUFReader(str(out))
+    tensors = {t.name: t for t in reader.tensors}
+    deq = dequantized(tiny, name)
+    for key, ref in deq.items():
+        layer, rest = key[len("model.layers."):].split(".", 1)
+        t = tensors[f"blk.{layer}.{GGUF_NAMES[rest[: -len('.weight')]]}.weight"]
+        assert t.tensor_type.name == scheme
+        theirs = gguf.quants.dequantize(t.data, t.tensor_type).reshape(ref.shape)
+        expected = ref.numpy()
+        if rest.startswith("self_attn.q_proj"):
+            expected = llama_gguf_rows(expected, TINY_CONFIG["num_attention_heads"])
+        if rest.startswith("self_attn.k_proj"):
+            expected = llama_gguf_rows(expected, TINY_CONFIG["num_key_value_heads"])
+        # gguf-py decodes the same blocks: d·q with d an f16 — exact in f32.
+        np.testing.assert_array_equal(theirs.astype(np.float32), expected, err_msg=key)
+    mem = np.load(tiny / f"{name}.mem" / "logits_0.npy")
+    np.testing.assert_array_equal(nibble_logits(nibble_bin, tiny, out, name), mem)

@@ -10,8 +10,10 @@
 
 #include "command.h"
 #include "common_options.h"
+#include "convert_gguf.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "formats/gguf/gguf_dequant.h"
 #include "formats/npy.h"
 #include "formats/safetensors/safetensors_writer.h"
 #include "model/loader.h"
@@ -100,9 +102,15 @@ int run_quantize(const QuantizeOptions& o) {
   if (!o.recipe_file.empty())
     quantize::read_recipe_file(o.recipe_file, recipe, group_size, symmetric);
   quantize::apply_scheme(recipe, group_size, symmetric);
-  NIBBLE_CHECK(recipe.format != "gguf",
-               "--format gguf: not implemented yet by nibble quantize; `nibble convert --dtype "
-               "Q4_0|Q8_0` writes round-to-nearest GGUF files");
+  if (recipe.format == "gguf") {
+    // GGUF blocks carry their own round-to-nearest scales (llama.cpp's reference quantizers);
+    // the file is written by the same code as `nibble convert`, tokenizer metadata included.
+    NIBBLE_CHECK(recipe.method == quantize::Method::Rtn,
+                 "--format gguf: GGUF block types are quantized round-to-nearest (--method rtn)");
+    NIBBLE_CHECK(recipe.scheme == "Q4_0" || recipe.scheme == "Q8_0",
+                 "--format gguf: nibble quantize writes Q4_0 and Q8_0 (Q4_K is not yet exported)");
+    NIBBLE_CHECK(recipe.ignore.empty(), "--format gguf: --ignore is not supported for GGUF output");
+  }
   NIBBLE_CHECK(!o.out.empty(), "--out is required");
   std::error_code ec;
   if (std::filesystem::exists(o.out, ec) && !o.force)
@@ -123,11 +131,32 @@ int run_quantize(const QuantizeOptions& o) {
   po.load_calibration = o.load_calibration;
   po.progress = !o.quiet;
   po.int_scale_dtype = quantize::export_scale_dtype(source, recipe);
-  const quantize::QuantizedModel model = quantize::run_quantization(source, recipe, po);
+  quantize::QuantizedModel model = quantize::run_quantization(source, recipe, po);
+  if (recipe.format == "gguf") {
+    // llama.cpp quantizes the embedding (and an untied output matrix) to the file type too;
+    // the in-memory model sees the same rounded values.
+    const auto type = static_cast<gguf::GgmlType>(recipe.gguf_type);
+    for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+      const CheckpointTensor* t = source.checkpoint->find(name);
+      if (!t || t->shape.size() != 2 || t->shape[1] % 32 != 0) continue;
+      std::vector<float> values = source.checkpoint->load_f32(name);
+      std::vector<uint8_t> row(gguf::row_bytes(type, t->shape[1]));
+      for (int64_t r = 0; r < t->shape[0]; ++r) {
+        float* v = values.data() + r * t->shape[1];
+        gguf::quantize_row(type, v, row.data(), t->shape[1]);
+        gguf::dequantize_row(type, row.data(), v, t->shape[1]);
+      }
+      model.overrides[name] = std::move(values);
+    }
+  }
   const double quantize_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
-  quantize::export_model(source, model, recipe, o.out, o.force);
+  if (recipe.format == "gguf") {
+    write_gguf_from_source(source, o.out, recipe.scheme);
+  } else {
+    quantize::export_model(source, model, recipe, o.out, o.force);
+  }
 
   if (!o.logits_prompts.empty()) {
     NIBBLE_CHECK(!o.logits_out.empty(), "--logits-prompts needs --logits-out");
@@ -198,16 +227,17 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<QuantizeOptions>();
   app.description(
       "Quantize an unquantized HF model offline with calibration (rtn, gptq, awq, smoothquant) "
-      "and export it (compressed-tensors, gptq, awq, fp8)");
+      "and export it (compressed-tensors, gptq, awq, fp8; gguf Q4_0/Q8_0)");
   app.add_option("--model-path,-m", o->model_path, "HF model directory (bf16/f16/f32) or GGUF")
       ->required();
   app.add_option("--scheme", o->scheme,
-                 "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK")
+                 "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, Q4_0, Q8_0")
       ->capture_default_str();
   app.add_option("--method", o->method,
                  "rtn, gptq, awq, smoothquant or smoothquant+gptq (default: gptq for integer "
                  "schemes, rtn for FP8)");
-  app.add_option("--format", o->format, "compressed-tensors (default), gptq, awq or fp8");
+  app.add_option("--format", o->format,
+                 "compressed-tensors (default), gptq, awq, fp8, or gguf (--out FILE.gguf)");
   app.add_option("--group-size", o->group_size,
                  "integer group size along K: -1 (per channel), 32, 64, 128 (default: the "
                  "scheme's)");

@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "model/loader.h"
 #include "quant/reference/dequantize.h"
+#include "quant/reference/fp8.h"
 #include "quant/types.h"
 #include "quantize/export_common.h"
 
@@ -309,6 +310,49 @@ void export_fp8(const ModelSource& source, const QuantizedModel& model, const Re
   write_export_directory(source, out, std::move(tensors), config, {}, force);
 }
 
+// ---- ModelOpt NVFP4 --------------------------------------------------------------------------
+
+void export_modelopt(const ModelSource& source, const QuantizedModel& model,
+                     const std::filesystem::path& out, bool force) {
+  std::vector<ExportTensor> tensors;
+  add_dense_tensors(source, model, tensors);
+  for (const auto& [p, s] : model.linears) {
+    const QuantizedTensor& t = s.weight;
+    std::vector<uint8_t> scale_bytes(t.scales.size());
+    for (size_t i = 0; i < t.scales.size(); ++i)
+      scale_bytes[i] = quant::f32_to_fp8_e4m3(t.scales[i]);
+    add_tensor(tensors, p + ".weight", DType::U8, {t.rows, t.cols / 2}, t.codes);
+    add_tensor(tensors, p + ".weight_scale", DType::F8_E4M3, {t.rows, t.cols / 16},
+               std::move(scale_bytes));
+    add_tensor(tensors, p + ".weight_scale_2", DType::F32, {},
+               encode_floats({t.global_scale}, DType::F32));
+    NIBBLE_CHECK(s.act.input_scale.has_value(), "{}: NVFP4 without an input scale", p);
+    add_tensor(tensors, p + ".input_scale", DType::F32, {},
+               encode_floats({*s.act.input_scale}, DType::F32));
+  }
+  const json ignore = ignore_list(source, model);
+  const json args = {{"dynamic", false}, {"num_bits", 4}, {"type", "float"}, {"group_size", 16}};
+  const json producer = {{"name", "modelopt"}, {"version", "0.35.0"}};
+  const json config = {
+      {"config_groups",
+       {{"group_0",
+         {{"input_activations", args}, {"weights", args}, {"targets", json::array({"Linear"})}}}}},
+      {"ignore", ignore},
+      {"quant_algo", "NVFP4"},
+      {"kv_cache_scheme", nullptr},
+      {"producer", producer},
+      {"quant_method", "modelopt"}};
+  // vLLM requires group_size, kv_cache_quant_algo and exclude_modules in the nested form.
+  const json side = {{"producer", producer},
+                     {"quantization",
+                      {{"quant_algo", "NVFP4"},
+                       {"kv_cache_quant_algo", nullptr},
+                       {"group_size", 16},
+                       {"exclude_modules", ignore}}}};
+  write_export_directory(source, out, std::move(tensors), config, {{"hf_quant_config.json", side}},
+                         force);
+}
+
 }  // namespace
 
 quant::ScaleDType export_scale_dtype(const ModelSource& source, const Recipe& r) {
@@ -323,6 +367,7 @@ void export_model(const ModelSource& source, const QuantizedModel& model, const 
   if (r.format == "gptq") return export_gptq(source, model, r, out, force);
   if (r.format == "awq") return export_awq(source, model, r, out, force);
   if (r.format == "fp8") return export_fp8(source, model, r, out, force);
+  if (r.format == "modelopt") return export_modelopt(source, model, out, force);
   fail("--format {}: no HF-directory exporter (GGUF output is a .gguf file)", r.format);
 }
 

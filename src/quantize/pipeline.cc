@@ -21,6 +21,7 @@
 #include "quantize/decoder_layer.h"
 #include "quantize/input_statistics.h"
 #include "quantize/int_quantizer.h"
+#include "quantize/nvfp4_quantizer.h"
 
 namespace nibble::quantize {
 namespace {
@@ -76,7 +77,7 @@ GptqOptions gptq_options(const Recipe& r) {
 quant::LinearScheme quantize_linear(const Recipe& r, const PipelineOptions& o,
                                     const std::vector<float>& w, int64_t rows, int64_t cols,
                                     const InputStatistics* stats, const GptqHessian* hessian,
-                                    const std::string& module) {
+                                    float group_amax, const std::string& module) {
   quant::LinearScheme s;
   s.method = r.format;
   s.act.kind = r.act;
@@ -107,8 +108,17 @@ quant::LinearScheme quantize_linear(const Recipe& r, const PipelineOptions& o,
       break;
     }
     case WeightKind::Gguf: s.weight = quantize_gguf(w, rows, cols, r.gguf_type, module); break;
-    case WeightKind::Nvfp4:
-    default: fail("{}: NVFP4 is not implemented", module);
+    case WeightKind::Nvfp4: {
+      s.weight = quantize_nvfp4(w, rows, cols, group_amax);
+      s.act.group_size = r.act_group_size;
+      NIBBLE_CHECK(stats != nullptr, "{}: NVFP4 needs calibrated input scales", module);
+      float amax = 0.0f;
+      for (float v : stats->max_abs()) amax = std::max(amax, v);
+      // ModelOpt's input_scale: the activations' second-level scale, amax / (6·448).
+      s.act.input_scale = amax > 0.0f ? amax / (6.0f * 448.0f) : 1.0f;
+      break;
+    }
+    default: fail("{}: unknown weight kind", module);
   }
   return s;
 }
@@ -162,7 +172,8 @@ std::string linear_module(int64_t layer, const char* suffix) {
 }
 
 bool needs_calibration(const Recipe& r) {
-  return r.method != Method::Rtn || r.act == quant::ActQuantKind::StaticPerTensorFp8;
+  return r.method != Method::Rtn || r.act == quant::ActQuantKind::StaticPerTensorFp8 ||
+         r.act == quant::ActQuantKind::Nvfp4;
 }
 
 QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
@@ -281,6 +292,10 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         hessian = prepare_gptq_hessian(st->hessian(), k, gptq_options(r));
         result.stage_seconds["quantize"] += seconds_since(t0);
       }
+      // Fused layers share NVFP4's second-level scale: the amax of the whole group.
+      float group_amax = 0.0f;
+      for (const GroupWeight& g : group_weights)
+        for (float v : *g.w) group_amax = std::max(group_amax, std::fabs(v));
       for (LinearName n : names) {
         const std::string module = prefix + linear_suffix(n);
         if (r.ignored(module)) continue;
@@ -295,8 +310,8 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         }
         result.stage_seconds["clip_search"] += seconds_since(clip_start);
         auto t0 = Clock::now();
-        quant::LinearScheme scheme =
-            quantize_linear(r, o, wn, rows, k, st, hessian ? &*hessian : nullptr, module);
+        quant::LinearScheme scheme = quantize_linear(
+            r, o, wn, rows, k, st, hessian ? &*hessian : nullptr, group_amax, module);
         result.stage_seconds["quantize"] += seconds_since(t0);
         t0 = Clock::now();
         std::vector<float> deq = quant::dequantize(scheme.weight);

@@ -83,11 +83,12 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
     r.gguf_type = int(*t);
   } else if (s == "NVFP4") {
     r.kind = WeightKind::Nvfp4;
-    fail("--scheme NVFP4: not implemented yet (use FP8 or an integer scheme)");
+    r.act = quant::ActQuantKind::Nvfp4;
+    r.act_group_size = 16;
   } else {
     fail(
         "--scheme: unknown value '{}' (expected W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
-        "FP8, FP8_BLOCK, Q4_0, Q8_0, Q4_K)",
+        "FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0)",
         s);
   }
   if (group_size_flag != 0) {
@@ -115,6 +116,8 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
                "W8A8 (int8 activations), not {}",
                method_name(r.method), s);
   const std::string& f = r.format;
+  NIBBLE_CHECK((f == "modelopt") == (r.kind == WeightKind::Nvfp4),
+               "--scheme NVFP4 is written as --format modelopt, and --format modelopt holds NVFP4");
   if (f == "gguf") {
     NIBBLE_CHECK(r.kind == WeightKind::Gguf, "--format gguf needs --scheme Q4_0, Q8_0 or Q4_K");
   } else {
@@ -135,8 +138,11 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
   } else if (f == "compressed-tensors") {
     NIBBLE_CHECK(r.kind == WeightKind::Int || r.kind == WeightKind::Fp8,
                  "--format compressed-tensors holds integer and FP8 schemes, not {}", s);
-  } else if (f != "gguf") {
-    fail("--format: unknown value '{}' (expected compressed-tensors, gptq, awq, fp8 or gguf)", f);
+  } else if (f != "gguf" && f != "modelopt") {
+    fail(
+        "--format: unknown value '{}' (expected compressed-tensors, gptq, awq, fp8, modelopt or "
+        "gguf)",
+        f);
   }
   // compressed-tensors ≥ 0.20 refuses actorder "group" (a stored g_idx): act-order there is
   // "weight" — columns processed in Hessian order with groups fixed on natural column blocks

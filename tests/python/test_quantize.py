@@ -88,6 +88,7 @@ ROUND_TRIP = {
                "--group-size", "32"],
     "fp8_static": ["--scheme", "FP8", "--format", "fp8"],
     "fp8_block": ["--scheme", "FP8_BLOCK", "--format", "fp8"],
+    "modelopt_nvfp4": ["--scheme", "NVFP4"],
 }
 
 
@@ -237,6 +238,34 @@ def test_fp8_export_layout(nibble_bin, tiny, name):
             assert tensors[p + ".input_scale"].item() > 0
             full = tensors[p + ".weight_scale"]
         assert torch.equal(w.float() * full, ref), key
+
+
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+def test_modelopt_nvfp4_layout(nibble_bin, tiny):
+    name = "modelopt_nvfp4"
+    out, _ = quantize(nibble_bin, tiny, name, *ROUND_TRIP[name])
+    config = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert config["quant_method"] == "modelopt" and config["quant_algo"] == "NVFP4"
+    side = json.loads((out / "hf_quant_config.json").read_text())["quantization"]
+    assert side["quant_algo"] == "NVFP4" and side["group_size"] == 16
+    assert "kv_cache_quant_algo" in side and "exclude_modules" in side
+    tensors = safetensors_torch.load_file(str(out / "model.safetensors"))
+    for key, ref in dequantized(tiny, name).items():
+        p = key[: -len(".weight")]
+        packed = tensors[p + ".weight"].numpy()
+        codes = np.stack([packed & 15, packed >> 4], axis=-1).reshape(packed.shape[0], -1)
+        scale = tensors[p + ".weight_scale"].float().numpy().repeat(16, axis=1)
+        w = E2M1[codes] * scale * tensors[p + ".weight_scale_2"].item()
+        np.testing.assert_array_equal(w.astype(np.float32), ref.numpy(), err_msg=key)
+        assert tensors[p + ".input_scale"].item() > 0
+    # Fused shards share the second-level scale (vLLM keeps one per fused layer).
+    for layer in range(2):
+        a = f"model.layers.{layer}."
+        qkv = {tensors[a + f"self_attn.{x}_proj.weight_scale_2"].item() for x in "qkv"}
+        gu = {tensors[a + f"mlp.{x}_proj.weight_scale_2"].item() for x in ("gate", "up")}
+        assert len(qkv) == 1 and len(gu) == 1
 
 
 def test_save_and_load_calibration(nibble_bin, tiny):

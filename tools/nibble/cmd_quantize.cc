@@ -97,7 +97,10 @@ int run_quantize(const QuantizeOptions& o) {
   recipe.method = quantize::parse_method(!o.method.empty() ? o.method
                                          : int_scheme      ? "gptq"
                                                            : "rtn");
-  recipe.format = !o.format.empty() ? o.format : gguf_scheme ? "gguf" : "compressed-tensors";
+  recipe.format = !o.format.empty()     ? o.format
+                  : gguf_scheme         ? "gguf"
+                  : o.scheme == "NVFP4" ? "modelopt"
+                                        : "compressed-tensors";
   for (const auto& p : o.ignore) recipe.ignore.emplace_back(p);
   if (!o.recipe_file.empty())
     quantize::read_recipe_file(o.recipe_file, recipe, group_size, symmetric);
@@ -231,13 +234,14 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
   app.add_option("--model-path,-m", o->model_path, "HF model directory (bf16/f16/f32) or GGUF")
       ->required();
   app.add_option("--scheme", o->scheme,
-                 "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, Q4_0, Q8_0")
+                 "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0")
       ->capture_default_str();
   app.add_option("--method", o->method,
                  "rtn, gptq, awq, smoothquant or smoothquant+gptq (default: gptq for integer "
                  "schemes, rtn for FP8)");
   app.add_option("--format", o->format,
-                 "compressed-tensors (default), gptq, awq, fp8, or gguf (--out FILE.gguf)");
+                 "compressed-tensors (default), gptq, awq, fp8, modelopt (NVFP4), or gguf (--out "
+                 "FILE.gguf)");
   app.add_option("--group-size", o->group_size,
                  "integer group size along K: -1 (per channel), 32, 64, 128 (default: the "
                  "scheme's)");

@@ -89,8 +89,10 @@ def test_converted_directory_matches_gguf(nibble_bin, default_gguf, prompts, tor
         assert (hf_dir / name).exists(), name
     from_dir, _ = run_nibble(nibble_bin, hf_dir, prompts, tmp_path)
     from_gguf, _ = run_nibble(nibble_bin, default_gguf, prompts, tmp_path)
+    # The GGUF runs on its quantized blocks (the a16 kernel sums each group before scaling),
+    # the directory on dequantized f32 weights: the same values summed in another order.
     for a, b in zip(from_dir, from_gguf):
-        assert np.array_equal(a, b)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * float(np.max(np.abs(b))))
     # transformers loads the converted directory and agrees with itself on the GGUF.
     model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
     ref_logits, _ = torch_outputs

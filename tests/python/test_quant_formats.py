@@ -475,7 +475,12 @@ def test_fp8_family_matches_reference(nibble_bin, tmp_path, variant):
     for name in dense:
         np.testing.assert_array_equal(ours[name], dense[name], err_msg=name)
     if variant in ("block_32", "modelopt_nvfp4"):
-        logits_match(nibble_bin, path, model, dense, tmp_path, bound=1e-4)
+        # The reference multiplies unquantized activations; nibble quantizes them as the scheme
+        # says (fp8 per token-group: 2^-4 relative per element; NVFP4: e2m1 codes, up to a
+        # quarter of each 16-block's max), which moves the logits by a few percent. The
+        # activation rounding itself is tested exactly in tests/unit/quant_linear_test.cc.
+        bound = 0.1 if variant == "block_32" else 0.3
+        logits_match(nibble_bin, path, model, dense, tmp_path, bound=bound)
 
 
 E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6], np.float32)

@@ -69,3 +69,11 @@ add_executable(nibble_gpu_bench ${NIBBLE_GPU_BENCH_SOURCES})
 target_link_libraries(nibble_gpu_bench PRIVATE nibble_cuda)
 target_compile_options(nibble_gpu_bench PRIVATE ${NIBBLE_CUDA_WARNINGS})
 set_target_properties(nibble_gpu_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})
+
+# End-to-end batch-1 decode of a Llama safetensors checkpoint on the GPU (bench/gpu/decode).
+add_executable(nibble_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/decode/nibble_gpu_decode.cc
+  ${PROJECT_SOURCE_DIR}/src/formats/safetensors/safetensors_file.cc
+  ${PROJECT_SOURCE_DIR}/src/core/mapped_file.cc ${PROJECT_SOURCE_DIR}/src/core/dtype.cc)
+target_link_libraries(nibble_gpu_decode PRIVATE nibble_cuda)
+target_compile_options(nibble_gpu_decode PRIVATE ${NIBBLE_CUDA_WARNINGS})
+set_target_properties(nibble_gpu_decode PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR})

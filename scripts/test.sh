@@ -46,7 +46,7 @@ if [[ -n "$nvcc_path" ]]; then
   CUDACXX="$nvcc_path" cmake -S . -B build/cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DNIBBLE_WERROR=ON \
     -DNIBBLE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
     -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache >/dev/null
-  cmake --build build/cuda --target nibble_cuda nibble_gpu_tests nibble_gpu_bench
+  cmake --build build/cuda --target nibble_cuda nibble_gpu_tests nibble_gpu_bench nibble_gpu_decode
 fi
 
 echo "== fuzz targets (libFuzzer, ASan + UBSan), ${NIBBLE_FUZZ_SECONDS:-20} s each"

@@ -1,0 +1,432 @@
+// nibble_gpu_decode: batch-1 greedy decode of a Llama-architecture safetensors checkpoint with
+// every weight on the GPU (src/backend/cuda/cuda_llama.h), for end-to-end checks and the
+// gpt-fast protocol (a 5-token prompt, 200 new tokens).
+//
+//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref] [--group-size 128]
+//       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
+//       [--dump-logits FILE --dump-steps 32] [--json FILE]
+//
+// Schemes: bf16 keeps the checkpoint's weights (cuBLASLt); w4a16 quantizes every linear,
+// lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
+// quant::quantize_rtn_int) into the W4A16 kernel layout; w4a16-ref runs the same int4 weights
+// dequantized to bf16 through the dense path (the reference the w4a16 kernels must match).
+//
+// Prints one JSON object: the generated tokens and timings (CUDA events; the first run is a
+// warm-up that also captures the graph; tokens/s = new tokens / the median run's time, prefill
+// included, as gpt-fast reports; decode_tokens_per_s counts the steps after the prompt only).
+// --dump-logits writes f32 logits [prompt + dump-steps][vocab] from a separate greedy run.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <fmt/ranges.h>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <numbers>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_llama.h"
+#include "core/error.h"
+#include "formats/safetensors/safetensors_file.h"
+#include "quant/reference/quantize.h"
+
+namespace nibble::cuda {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct Options {
+  fs::path model;
+  std::string scheme = "bf16";
+  int64_t group_size = 128;
+  std::vector<int32_t> prompt{1, 2, 3, 4, 5};
+  int64_t new_tokens = 200;
+  int runs = 3;
+  bool use_graph = true;
+  fs::path dump_logits;
+  int64_t dump_steps = 32;
+  fs::path json_out;
+};
+
+std::vector<int32_t> parse_tokens(const std::string& text) {
+  std::vector<int32_t> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    NIBBLE_CHECK(!item.empty() && item.find_first_not_of("0123456789") == std::string::npos,
+                 "--prompt-tokens: '{}' is not a token id", item);
+    out.push_back(int32_t(std::stol(item)));
+    begin = end + 1;
+  }
+  return out;
+}
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      NIBBLE_CHECK(i + 1 < argc, "{} needs a value", arg);
+      return argv[++i];
+    };
+    if (arg == "--model") {
+      o.model = value();
+    } else if (arg == "--scheme") {
+      o.scheme = value();
+    } else if (arg == "--group-size") {
+      o.group_size = std::stol(value());
+    } else if (arg == "--prompt-tokens") {
+      o.prompt = parse_tokens(value());
+    } else if (arg == "--new-tokens") {
+      o.new_tokens = std::stol(value());
+    } else if (arg == "--runs") {
+      o.runs = std::stoi(value());
+    } else if (arg == "--disable-cuda-graph") {
+      o.use_graph = false;
+    } else if (arg == "--dump-logits") {
+      o.dump_logits = value();
+    } else if (arg == "--dump-steps") {
+      o.dump_steps = std::stol(value());
+    } else if (arg == "--json") {
+      o.json_out = value();
+    } else {
+      fail("unknown argument '{}' (see the header of bench/gpu/decode/nibble_gpu_decode.cc)", arg);
+    }
+  }
+  NIBBLE_CHECK(!o.model.empty(), "--model DIR is required");
+  NIBBLE_CHECK(o.scheme == "bf16" || o.scheme == "w4a16" || o.scheme == "w4a16-ref",
+               "--scheme {} (bf16, w4a16 or w4a16-ref)", o.scheme);
+  NIBBLE_CHECK(!o.prompt.empty() && o.new_tokens >= 1 && o.runs >= 1 && o.dump_steps >= 0,
+               "need a prompt, --new-tokens ≥ 1, --runs ≥ 1 and --dump-steps ≥ 0");
+  return o;
+}
+
+// transformers' default / linear / llama3 RoPE frequencies, all in float32.
+std::vector<float> rope_frequencies(const json& rope, double theta, int64_t head_dim) {
+  std::vector<float> inv(size_t(head_dim / 2));
+  for (size_t i = 0; i < inv.size(); ++i) {
+    inv[i] = 1.0f / float(std::pow(theta, double(float(2 * i) / float(head_dim))));
+  }
+  if (rope.is_null()) return inv;
+  const std::string type = rope.value("rope_type", rope.value("type", std::string("default")));
+  if (type == "default") return inv;
+  const float factor = rope.value("factor", 1.0f);
+  NIBBLE_CHECK(factor > 0, "config.json: rope scaling factor {}", factor);
+  if (type == "linear") {
+    for (float& f : inv) f /= factor;
+    return inv;
+  }
+  NIBBLE_CHECK(type == "llama3", "config.json: rope_type '{}' (default, linear or llama3)", type);
+  const float low = rope.value("low_freq_factor", 1.0f),
+              high = rope.value("high_freq_factor", 4.0f);
+  const float old_len = rope.value("original_max_position_embeddings", 8192.0f);
+  NIBBLE_CHECK(low > 0 && high != low && old_len > 0,
+               "config.json: inconsistent llama3 rope scaling");
+  const float low_wavelen = old_len / low, high_wavelen = old_len / high;
+  for (float& f : inv) {
+    const float wavelen = float(2.0 * std::numbers::pi) / f;
+    const float scaled = wavelen > low_wavelen ? f / factor : f;
+    if (wavelen < high_wavelen || wavelen > low_wavelen) {
+      f = scaled;
+    } else {
+      const float smooth = (old_len / wavelen - low) / (high - low);
+      f = (1.0f - smooth) * scaled / factor + smooth * scaled;
+    }
+  }
+  return inv;
+}
+
+CudaLlamaConfig read_config(const fs::path& dir, bool& tied) {
+  std::ifstream in(dir / "config.json");
+  NIBBLE_CHECK(in.good(), "{}: cannot open config.json", dir.string());
+  const json j = json::parse(in, nullptr, true, true);
+  auto field = [&](const char* name) -> int64_t {
+    NIBBLE_CHECK(j.contains(name) && j[name].is_number_integer(),
+                 "{}/config.json: integer field '{}' is missing", dir.string(), name);
+    return j[name].get<int64_t>();
+  };
+  CudaLlamaConfig c;
+  c.hidden = field("hidden_size");
+  c.n_layers = field("num_hidden_layers");
+  c.n_heads = field("num_attention_heads");
+  c.n_kv_heads = j.contains("num_key_value_heads") ? field("num_key_value_heads") : c.n_heads;
+  c.head_dim = j.contains("head_dim") && j["head_dim"].is_number_integer()
+                   ? j["head_dim"].get<int64_t>()
+                   : c.hidden / c.n_heads;
+  c.intermediate = field("intermediate_size");
+  c.vocab = field("vocab_size");
+  c.rms_eps = j.value("rms_norm_eps", 1e-5f);
+  // transformers 5 keeps rope_theta and the scaling in rope_parameters; 4.x at the top level.
+  json rope =
+      j.contains("rope_parameters") ? j["rope_parameters"] : j.value("rope_scaling", json());
+  double theta = j.value("rope_theta", 10000.0);
+  if (rope.is_object() && rope.contains("rope_theta")) theta = rope["rope_theta"].get<double>();
+  c.inv_freq = rope_frequencies(rope, theta, c.head_dim);
+  tied = j.value("tie_word_embeddings", false);
+  return c;
+}
+
+class Checkpoint {
+ public:
+  explicit Checkpoint(const fs::path& dir) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      if (entry.path().extension() != ".safetensors") continue;
+      files_.push_back(SafetensorsFile::open(entry.path()));
+      for (const SafetensorsTensor& t : files_.back()->tensors()) tensors_[t.name] = &t;
+    }
+    NIBBLE_CHECK(!files_.empty(), "{}: no .safetensors files", dir.string());
+  }
+  const SafetensorsTensor& get(const std::string& name, std::vector<int64_t> shape) const {
+    const auto it = tensors_.find(name);
+    NIBBLE_CHECK(it != tensors_.end(), "checkpoint: tensor '{}' is missing", name);
+    const SafetensorsTensor& t = *it->second;
+    NIBBLE_CHECK(t.shape == shape, "checkpoint: '{}' has shape [{}], expected [{}]", name,
+                 fmt::join(t.shape, ", "), fmt::join(shape, ", "));
+    NIBBLE_CHECK(t.dtype == DType::BF16, "checkpoint: '{}' is {}, expected BF16", name,
+                 dtype_name(t.dtype));
+    return t;
+  }
+  bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+
+ private:
+  std::vector<std::shared_ptr<SafetensorsFile>> files_;
+  std::map<std::string, const SafetensorsTensor*> tensors_;
+};
+
+DeviceBuffer upload_vector(const SafetensorsTensor& t) {
+  DeviceBuffer b(t.nbytes);
+  b.upload(t.data, t.nbytes);
+  return b;
+}
+
+// Rows of several bf16 tensors stacked into one linear (q|k|v, gate|up), in the chosen scheme.
+CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const Options& o) {
+  CudaLinear w;
+  w.cols = parts[0]->shape[1];
+  for (const SafetensorsTensor* p : parts) w.rows += p->shape[0];
+  if (o.scheme == "bf16") {
+    w.dense.resize(size_t(w.rows * w.cols * 2));
+    size_t offset = 0;
+    for (const SafetensorsTensor* p : parts) {
+      NIBBLE_CUDA_CHECK(
+          cudaMemcpy(w.dense.get<uint8_t>() + offset, p->data, p->nbytes, cudaMemcpyHostToDevice));
+      offset += p->nbytes;
+    }
+    return w;
+  }
+  std::vector<float> values(size_t(w.rows * w.cols));
+  size_t at = 0;
+  for (const SafetensorsTensor* p : parts) {
+    const auto* bits = reinterpret_cast<const uint16_t*>(p->data);
+    for (uint64_t i = 0; i < p->num_elements(); ++i) {
+      const uint32_t word = uint32_t(bits[i]) << 16;
+      std::memcpy(&values[at++], &word, sizeof(float));
+    }
+  }
+  const quant::QuantizedTensor q = quant::quantize_rtn_int(
+      values, w.rows, w.cols,
+      quant::RtnIntOptions{.bits = 4, .group_size = o.group_size, .symmetric = true});
+  values = {};
+  auto packed = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
+  if (o.scheme == "w4a16") {
+    w.quantized = std::move(packed);
+    return w;
+  }
+  // w4a16-ref: the kernel layout's exact bf16 dequantization, compacted to [rows][cols].
+  const size_t padded_cols = size_t(packed->padded_cols());
+  DeviceBuffer full(size_t(packed->n_tiles * 8) * padded_cols * 2);
+  wxa16_dequantize(*packed, full.get(), nullptr);
+  w.dense.resize(size_t(w.rows * w.cols * 2));
+  NIBBLE_CUDA_CHECK(cudaMemcpy2D(w.dense.get(), size_t(w.cols) * 2, full.get(), padded_cols * 2,
+                                 size_t(w.cols) * 2, size_t(w.rows), cudaMemcpyDeviceToDevice));
+  return w;
+}
+
+void load(CudaLlama& model, const Checkpoint& ckpt, bool tied, const Options& o) {
+  const CudaLlamaConfig& c = model.config();
+  const int64_t q_rows = c.n_heads * c.head_dim, kv_rows = c.n_kv_heads * c.head_dim;
+  model.embedding = upload_vector(ckpt.get("model.embed_tokens.weight", {c.vocab, c.hidden}));
+  model.final_norm = upload_vector(ckpt.get("model.norm.weight", {c.hidden}));
+  struct Job {
+    CudaLinear* target;
+    std::vector<const SafetensorsTensor*> parts;
+  };
+  std::vector<Job> jobs;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    CudaLlamaLayer& layer = model.layers[size_t(l)];
+    layer.attn_norm = upload_vector(ckpt.get(p + "input_layernorm.weight", {c.hidden}));
+    layer.mlp_norm = upload_vector(ckpt.get(p + "post_attention_layernorm.weight", {c.hidden}));
+    jobs.push_back({&layer.qkv,
+                    {&ckpt.get(p + "self_attn.q_proj.weight", {q_rows, c.hidden}),
+                     &ckpt.get(p + "self_attn.k_proj.weight", {kv_rows, c.hidden}),
+                     &ckpt.get(p + "self_attn.v_proj.weight", {kv_rows, c.hidden})}});
+    jobs.push_back({&layer.o, {&ckpt.get(p + "self_attn.o_proj.weight", {c.hidden, q_rows})}});
+    jobs.push_back({&layer.gate_up,
+                    {&ckpt.get(p + "mlp.gate_proj.weight", {c.intermediate, c.hidden}),
+                     &ckpt.get(p + "mlp.up_proj.weight", {c.intermediate, c.hidden})}});
+    jobs.push_back(
+        {&layer.down, {&ckpt.get(p + "mlp.down_proj.weight", {c.hidden, c.intermediate})}});
+  }
+  const std::string head =
+      tied || !ckpt.has("lm_head.weight") ? "model.embed_tokens.weight" : "lm_head.weight";
+  jobs.push_back({&model.lm_head, {&ckpt.get(head, {c.vocab, c.hidden})}});
+  // Quantization is host work (RTN + repack): spread over the cores.
+  const unsigned workers =
+      o.scheme == "bf16" ? 1u : std::clamp(std::thread::hardware_concurrency(), 1u, 12u);
+  std::mutex mutex;
+  size_t next = 0;
+  std::string error;
+  auto work = [&] {
+    NIBBLE_CUDA_CHECK(cudaSetDevice(0));
+    while (true) {
+      size_t i;
+      {
+        std::lock_guard lock(mutex);
+        if (next == jobs.size() || !error.empty()) return;
+        i = next++;
+      }
+      try {
+        *jobs[i].target = make_linear(jobs[i].parts, o);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex);
+        error = e.what();
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  for (unsigned t = 1; t < workers; ++t) threads.emplace_back(work);
+  work();
+  for (std::thread& t : threads) t.join();
+  NIBBLE_CHECK(error.empty(), "{}", error);
+  model.finish_loading();
+}
+
+struct RunResult {
+  std::vector<int32_t> tokens;
+  float total_ms = 0.0f;
+  float decode_ms = 0.0f;
+};
+
+// The prompt, then new_tokens - 1 steps on the model's own picks (the last pick is not fed).
+RunResult generate(CudaLlama& model, const Options& o, std::vector<float>* logits_dump) {
+  cudaEvent_t start, prefilled, end;
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&start));
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&prefilled));
+  NIBBLE_CUDA_CHECK(cudaEventCreate(&end));
+  model.reset();
+  NIBBLE_CUDA_CHECK(cudaEventRecord(start, model.stream()));
+  auto keep_logits = [&](int64_t step) {
+    if (logits_dump == nullptr || step >= int64_t(o.prompt.size()) + o.dump_steps) return;
+    const std::vector<float> l = model.logits();
+    logits_dump->insert(logits_dump->end(), l.begin(), l.end());
+  };
+  int64_t step = 0;
+  for (int32_t token : o.prompt) {
+    model.step(token, o.use_graph);
+    keep_logits(step++);
+  }
+  NIBBLE_CUDA_CHECK(cudaEventRecord(prefilled, model.stream()));
+  for (int64_t i = 1; i < o.new_tokens; ++i) {
+    model.step(-1, o.use_graph);
+    keep_logits(step++);
+  }
+  NIBBLE_CUDA_CHECK(cudaEventRecord(end, model.stream()));
+  NIBBLE_CUDA_CHECK(cudaEventSynchronize(end));
+  RunResult r;
+  NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&r.total_ms, start, end));
+  NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&r.decode_ms, prefilled, end));
+  const std::vector<int32_t> history = model.history();
+  r.tokens.assign(history.begin() + int64_t(o.prompt.size()) - 1, history.end());
+  cudaEventDestroy(start);
+  cudaEventDestroy(prefilled);
+  cudaEventDestroy(end);
+  return r;
+}
+
+int run(int argc, char** argv) {
+  const Options o = parse_options(argc, argv);
+  const auto load_start = std::chrono::steady_clock::now();
+  bool tied = false;
+  CudaLlamaConfig config = read_config(o.model, tied);
+  const int64_t vocab = config.vocab;
+  const Checkpoint ckpt(o.model);
+  CudaLlama model(std::move(config), int64_t(o.prompt.size()) + o.new_tokens);
+  for (int32_t t : o.prompt) NIBBLE_CHECK(t < vocab, "--prompt-tokens: {} ≥ vocab {}", t, vocab);
+  load(model, ckpt, tied, o);
+  NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
+  const double load_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+
+  json out;
+  out["scheme"] = o.scheme;
+  out["group_size"] = o.scheme == "bf16" ? 0 : o.group_size;
+  out["cuda_graph"] = o.use_graph;
+  out["load_s"] = load_s;
+  out["step_weight_bytes"] = model.step_weight_bytes();
+  out["prompt_tokens"] = o.prompt;
+  out["new_tokens"] = o.new_tokens;
+  if (!o.dump_logits.empty()) {
+    std::vector<float> dump;
+    const RunResult r = generate(model, o, &dump);
+    std::ofstream f(o.dump_logits, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(dump.data()), std::streamsize(dump.size() * 4));
+    NIBBLE_CHECK(f.good(), "{}: write failed", o.dump_logits.string());
+    out["dump_tokens"] = r.tokens;
+    out["dump_rows"] = dump.size() / size_t(vocab);
+  }
+  std::vector<RunResult> runs;
+  for (int i = 0; i <= o.runs; ++i) runs.push_back(generate(model, o, nullptr));
+  runs.erase(runs.begin());  // warm-up (and graph capture)
+  std::sort(runs.begin(), runs.end(),
+            [](const RunResult& a, const RunResult& b) { return a.total_ms < b.total_ms; });
+  const RunResult& median = runs[runs.size() / 2];
+  for (const RunResult& r : runs) {
+    NIBBLE_CHECK(r.tokens == median.tokens, "generations differ between runs (a race?)");
+  }
+  std::vector<float> all_ms;
+  for (const RunResult& r : runs) all_ms.push_back(r.total_ms);
+  out["tokens"] = median.tokens;
+  out["run_ms"] = all_ms;
+  out["total_ms"] = median.total_ms;
+  out["decode_ms"] = median.decode_ms;
+  out["tokens_per_s"] = double(o.new_tokens) / (median.total_ms / 1e3);
+  out["decode_tokens_per_s"] =
+      o.new_tokens > 1 ? double(o.new_tokens - 1) / (median.decode_ms / 1e3) : 0.0;
+  out["step_ms"] = o.new_tokens > 1 ? median.decode_ms / double(o.new_tokens - 1) : 0.0;
+  out["weight_gb_per_s"] = o.new_tokens > 1
+                               ? double(model.step_weight_bytes()) /
+                                     (median.decode_ms / 1e3 / double(o.new_tokens - 1)) / 1e9
+                               : 0.0;
+  const std::string text = out.dump();
+  std::printf("%s\n", text.c_str());
+  if (!o.json_out.empty()) {
+    std::ofstream f(o.json_out);
+    f << text << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace nibble::cuda
+
+int main(int argc, char** argv) {
+  try {
+    return nibble::cuda::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nibble_gpu_decode: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,194 @@
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cfloat>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/llama_kernels.h"
+
+namespace nibble::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kNormThreads = 1024;
+constexpr int kArgmaxThreads = 1024;
+
+__device__ __forceinline__ float round_bf16(float v) {
+  return __bfloat162float(__float2bfloat16(v));
+}
+
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < int(blockDim.x / 32) ? scratch[lane] : 0.0f;
+#pragma unroll
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) scratch[0] = v;
+  }
+  __syncthreads();
+  return scratch[0];
+}
+
+__global__ void embedding_kernel(const bf16* table, const int32_t* token, int64_t hidden,
+                                 bf16* out) {
+  const bf16* row = table + size_t(*token) * size_t(hidden);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < hidden;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    out[i] = row[i];
+  }
+}
+
+// One CTA; the row is at most a few thousand elements, read twice (the second read hits L1/L2).
+__global__ void __launch_bounds__(kNormThreads)
+    rms_norm_kernel(bf16* residual, const bf16* delta, const bf16* weight, bf16* out, int n,
+                    float eps) {
+  __shared__ float scratch[32];
+  float sum = 0.0f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    float r = __bfloat162float(residual[i]);
+    if (delta != nullptr) {
+      r = round_bf16(r + __bfloat162float(delta[i]));
+      residual[i] = __float2bfloat16(r);
+    }
+    sum = fmaf(r, r, sum);
+  }
+  const float inv = rsqrtf(block_sum(sum, scratch) / float(n) + eps);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float normed = round_bf16(__bfloat162float(residual[i]) * inv);
+    out[i] = __float2bfloat16(__bfloat162float(weight[i]) * normed);
+  }
+}
+
+// Block h < n_heads rotates query head h; block n_heads + j rotates key head j and stores it
+// and value head j in the cache. Thread i owns the pair (i, i + head_dim / 2).
+__global__ void rope_cache_kernel(RopeCacheArgs a) {
+  const int head = blockIdx.x, i = threadIdx.x, half = a.head_dim / 2;
+  const int pos = *a.position;
+  auto* qkv = static_cast<bf16*>(a.qkv);
+  // transformers: angle = inv_freq · position in f32, cos/sin in f32, cast to the model dtype.
+  const float angle = float(pos) * a.inv_freq[i];
+  const float c = round_bf16(cosf(angle)), s = round_bf16(sinf(angle));
+  bf16* x = qkv + size_t(head) * a.head_dim;
+  const float x1 = __bfloat162float(x[i]), x2 = __bfloat162float(x[i + half]);
+  // q·cos + rotate_half(q)·sin, each product and the sum rounded as bf16 tensors are.
+  const bf16 r1 = __float2bfloat16(round_bf16(x1 * c) + round_bf16(-x2 * s));
+  const bf16 r2 = __float2bfloat16(round_bf16(x2 * c) + round_bf16(x1 * s));
+  if (head < a.n_heads) {
+    x[i] = r1;
+    x[i + half] = r2;
+    if (head == 0 && i == 0) *a.seq_len = pos + 1;
+    return;
+  }
+  const int kv_head = head - a.n_heads;
+  const size_t slot = ((size_t(pos / 16) * a.n_kv_heads + kv_head) * 16 + pos % 16) * a.head_dim;
+  auto* k_cache = static_cast<bf16*>(a.k_cache);
+  auto* v_cache = static_cast<bf16*>(a.v_cache);
+  k_cache[slot + i] = r1;
+  k_cache[slot + i + half] = r2;
+  const bf16* v = qkv + size_t(a.n_heads + a.n_kv_heads + kv_head) * a.head_dim;
+  v_cache[slot + i] = v[i];
+  v_cache[slot + i + half] = v[i + half];
+}
+
+__global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float g = __bfloat162float(gate_up[i]);
+    const float act = round_bf16(g / (1.0f + expf(-g)));
+    out[i] = __float2bfloat16(act * __bfloat162float(gate_up[n + i]));
+  }
+}
+
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_kernel(const bf16* logits, int64_t n, int32_t* token, int32_t* history,
+                  int32_t* position) {
+  __shared__ float best_value[kArgmaxThreads / 32];
+  __shared__ int64_t best_index[kArgmaxThreads / 32];
+  float value = -FLT_MAX;
+  int64_t index = n;
+  // Each thread scans increasing indices, so a strict > keeps its first maximum.
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = __bfloat162float(logits[i]);
+    if (v > value || (index == n && v == value)) value = v, index = i;
+  }
+  auto better = [](float v1, int64_t i1, float v2, int64_t i2) {
+    return v2 > v1 || (v2 == v1 && i2 < i1);
+  };
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    const float v = __shfl_xor_sync(0xffffffffu, value, o);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, index, o);
+    if (better(value, index, v, i)) value = v, index = i;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) best_value[warp] = value, best_index[warp] = index;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < int(blockDim.x / 32); ++w) {
+      if (better(value, index, best_value[w], best_index[w])) {
+        value = best_value[w], index = best_index[w];
+      }
+    }
+    const int pos = *position;
+    *token = int32_t(index);
+    history[pos] = int32_t(index);
+    *position = pos + 1;
+  }
+}
+
+__global__ void set_token_kernel(int32_t* token, int32_t value) { *token = value; }
+
+}  // namespace
+
+void embedding_lookup(const void* table, const int32_t* token, int64_t hidden, void* out,
+                      cudaStream_t stream) {
+  const int blocks = int((hidden + 255) / 256);
+  embedding_kernel<<<blocks, 256, 0, stream>>>(static_cast<const bf16*>(table), token, hidden,
+                                               static_cast<bf16*>(out));
+  NIBBLE_CUDA_CHECK_LAUNCH("embedding_kernel");
+}
+
+void rms_norm(void* residual, const void* delta, const void* weight, void* out, int64_t n,
+              float eps, cudaStream_t stream) {
+  NIBBLE_CHECK(n > 0 && n < (int64_t(1) << 30), "rms_norm: {} elements", n);
+  rms_norm_kernel<<<1, kNormThreads, 0, stream>>>(
+      static_cast<bf16*>(residual), static_cast<const bf16*>(delta),
+      static_cast<const bf16*>(weight), static_cast<bf16*>(out), int(n), eps);
+  NIBBLE_CUDA_CHECK_LAUNCH("rms_norm_kernel");
+}
+
+void rope_and_cache(const RopeCacheArgs& args, cudaStream_t stream) {
+  NIBBLE_CHECK(
+      args.head_dim % 2 == 0 && args.head_dim <= 2048 && args.n_heads > 0 && args.n_kv_heads > 0,
+      "rope_and_cache: head_dim {}, {} heads, {} KV heads", args.head_dim, args.n_heads,
+      args.n_kv_heads);
+  rope_cache_kernel<<<args.n_heads + args.n_kv_heads, args.head_dim / 2, 0, stream>>>(args);
+  NIBBLE_CUDA_CHECK_LAUNCH("rope_cache_kernel");
+}
+
+void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream) {
+  const int blocks = int(std::min<int64_t>((n + 255) / 256, 1024));
+  silu_mul_kernel<<<blocks, 256, 0, stream>>>(static_cast<const bf16*>(gate_up),
+                                              static_cast<bf16*>(out), n);
+  NIBBLE_CUDA_CHECK_LAUNCH("silu_mul_kernel");
+}
+
+void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* history,
+                        int32_t* position, cudaStream_t stream) {
+  NIBBLE_CHECK(n > 0, "argmax_and_advance: {} logits", n);
+  argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(static_cast<const bf16*>(logits), n, token,
+                                                  history, position);
+  NIBBLE_CUDA_CHECK_LAUNCH("argmax_kernel");
+}
+
+void set_token(int32_t* token, int32_t value, cudaStream_t stream) {
+  set_token_kernel<<<1, 1, 0, stream>>>(token, value);
+  NIBBLE_CUDA_CHECK_LAUNCH("set_token_kernel");
+}
+
+}  // namespace nibble::cuda

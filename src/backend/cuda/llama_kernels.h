@@ -1,0 +1,55 @@
+#pragma once
+// The small kernels of a Llama decode step on the GPU (batch 1, bf16 activations). Each rounds
+// where transformers' bf16 Llama rounds, so that nibble's logits differ from transformers' only
+// by summation order: RMSNorm normalizes in f32, rounds to bf16, then multiplies by the weight
+// in bf16; RoPE rounds cos/sin to bf16 and rounds each product and the sum; SiLU rounds before
+// the multiplication by `up`.
+//
+// Positions and token ids live on the device so that a whole decode step can be captured once
+// in a CUDA graph and replayed: `position` is read by RoPE / the KV write and advanced by
+// argmax at the end of the step.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace nibble::cuda {
+
+// out[hidden] = table[*token][hidden] (bf16 rows).
+void embedding_lookup(const void* table, const int32_t* token, int64_t hidden, void* out,
+                      cudaStream_t stream);
+
+// out = rms_norm(x)·weight. With `delta` non-null, first residual = bf16(residual + delta) in
+// place and the norm is taken of the sum (the residual add of the previous sub-block).
+void rms_norm(void* residual, const void* delta, const void* weight, void* out, int64_t n,
+              float eps, cudaStream_t stream);
+
+// RoPE (rotate-half layout) on the query and key heads of qkv = [q heads | k heads | v heads]
+// (bf16, head_dim each) at position *position, in place; then the rotated key and the value
+// go into slot *position of the layer's paged KV cache (block table = identity: token t sits
+// in block t / 16, slot t % 16; layout [block][kv_head][16][head_dim]). seq_len (for
+// attention) becomes *position + 1.
+struct RopeCacheArgs {
+  void* qkv = nullptr;
+  const float* inv_freq = nullptr;  // [head_dim / 2], f32
+  const int32_t* position = nullptr;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  void* k_cache = nullptr;
+  void* v_cache = nullptr;
+  int32_t* seq_len = nullptr;
+};
+void rope_and_cache(const RopeCacheArgs& args, cudaStream_t stream);
+
+// out[i] = bf16(bf16(silu(gate_up[i])) · gate_up[n + i]) for i < n.
+void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream);
+
+// Greedy pick over bf16 logits (the first index of the maximum, as torch.argmax): writes it to
+// *token and history[*position], then advances *position by one (the end of a decode step).
+void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* history,
+                        int32_t* position, cudaStream_t stream);
+
+// *token = value (a prompt token fed into the next step).
+void set_token(int32_t* token, int32_t value, cudaStream_t stream);
+
+}  // namespace nibble::cuda

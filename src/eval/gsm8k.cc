@@ -102,14 +102,21 @@ std::optional<std::string> extract_gsm8k_answer(const std::string& text) {
   return last_number(text);
 }
 
+const std::vector<std::string>& gsm8k_stop_strings() {
+  static const std::vector<std::string> stops = {"Question:", "</s>", "<|im_end|>"};
+  return stops;
+}
+
 Gsm8kResult evaluate_gsm8k(const std::vector<Gsm8kItem>& shots, const std::vector<Gsm8kItem>& items,
-                           const std::function<std::string(const std::string&)>& generate) {
+                           GenerationBackend& backend, int64_t max_tokens) {
   Gsm8kResult r;
   r.n_items = int64_t(items.size());
   double hits = 0;
   for (const Gsm8kItem& item : items) {
     Gsm8kItemResult ir;
-    ir.output = generate(gsm8k_prompt(shots, item.question));
+    ir.output = backend.generate({.prompt = gsm8k_prompt(shots, item.question),
+                                  .max_tokens = max_tokens,
+                                  .stop = gsm8k_stop_strings()});
     ir.expected = extract_gsm8k_answer(item.answer).value_or("");
     ir.predicted = extract_gsm8k_answer(ir.output).value_or("");
     ir.correct = !ir.expected.empty() && ir.predicted == ir.expected;

@@ -7,10 +7,11 @@
 // with the number after "####" in the reference answer.
 #include <cstdint>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "eval/generation_backend.h"
 
 namespace nibble::eval {
 
@@ -37,8 +38,12 @@ struct Gsm8kResult {
   std::vector<Gsm8kItemResult> items;
 };
 
-// `generate(prompt)` returns the model's greedy continuation (already cut at the stop string).
+// The stop strings of every GSM8K request: the next few-shot question, or an end-of-turn
+// marker that a server might not treat as EOS.
+const std::vector<std::string>& gsm8k_stop_strings();
+
+// Each item's greedy continuation comes from `backend` (the engine or a server).
 Gsm8kResult evaluate_gsm8k(const std::vector<Gsm8kItem>& shots, const std::vector<Gsm8kItem>& items,
-                           const std::function<std::string(const std::string&)>& generate);
+                           GenerationBackend& backend, int64_t max_tokens);
 
 }  // namespace nibble::eval

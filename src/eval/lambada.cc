@@ -1,5 +1,6 @@
 #include "eval/lambada.h"
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -66,6 +67,40 @@ LambadaResult evaluate_lambada(BatchScorer& scorer, const Tokenizer& tokenizer,
   r.acc = hits / n;
   r.acc_stderr = items.size() > 1 ? std::sqrt(r.acc * (1 - r.acc) / (n - 1)) : 0.0;
   r.ppl = std::exp(-sum / n);
+  return r;
+}
+
+namespace {
+
+void finish_accuracy(LambadaResult& r) {
+  double hits = 0;
+  for (const bool g : r.greedy) hits += g;
+  const double n = double(std::max<int64_t>(r.n_items, 1));
+  r.acc = hits / n;
+  r.acc_stderr = r.n_items > 1 ? std::sqrt(r.acc * (1 - r.acc) / (n - 1)) : 0.0;
+}
+
+}  // namespace
+
+LambadaResult evaluate_lambada_by_generation(GenerationBackend& backend,
+                                             const std::vector<LambadaItem>& items,
+                                             int64_t max_tokens) {
+  LambadaResult r;
+  r.n_items = int64_t(items.size());
+  for (const LambadaItem& item : items) {
+    // As encode_pair: trailing spaces of the passage belong to the word.
+    const size_t kept = item.context.find_last_not_of(' ');
+    const size_t n_spaces =
+        kept == std::string::npos ? item.context.size() : item.context.size() - kept - 1;
+    const std::string context = item.context.substr(0, item.context.size() - n_spaces);
+    std::string target(n_spaces + 1, ' ');
+    target += item.continuation;
+    std::string output =
+        backend.generate({.prompt = context, .max_tokens = max_tokens, .stop = {}});
+    r.greedy.push_back(output.compare(0, target.size(), target) == 0);
+    r.outputs.push_back(std::move(output));
+  }
+  finish_accuracy(r);
   return r;
 }
 

@@ -11,12 +11,12 @@
 #include "core/error.h"
 #include "eval/batch_scorer.h"
 #include "eval/eval_inputs.h"
+#include "eval/generation_backend.h"
 #include "eval/gsm8k.h"
 #include "eval/kl_divergence.h"
 #include "eval/lambada.h"
 #include "eval/multiple_choice.h"
 #include "eval/perplexity.h"
-#include "runtime/generator.h"
 
 namespace nibble::cli {
 namespace {
@@ -39,6 +39,10 @@ struct EvalOptions {
   int64_t limit = 0;
   int64_t shots = 5;
   int64_t max_new_tokens = 256;
+  // lambada / gsm8k against an OpenAI-compatible server instead of the in-process engine
+  std::string base_url, served_model, api_key;
+  bool by_generation = false;
+  int64_t lambada_max_tokens = 16;
 };
 
 struct LoadedModel {
@@ -191,12 +195,50 @@ int run_mc(const EvalOptions& o) {
   return 0;
 }
 
+// The in-process engine, or the server at --base-url; `loaded` keeps the model alive.
+std::unique_ptr<eval::GenerationBackend> generation_backend(const EvalOptions& o,
+                                                            LoadedModel& loaded) {
+  if (!o.base_url.empty()) {
+    return eval::make_server_backend(
+        {.base_url = o.base_url, .model = o.served_model, .api_key = o.api_key, .timeout_s = 600});
+  }
+  NIBBLE_CHECK(o.served_model.empty() && o.api_key.empty(),
+               "eval: --model and --api-key only apply with --base-url");
+  loaded = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
+                o.model.torchao_config);
+  return eval::make_engine_backend(*loaded.model, require_tokenizer(loaded.source),
+                                   loaded.source.stop_ids, o.model.kv_cache(loaded.source),
+                                   loaded.source.path.string());
+}
+
 int run_lambada(const EvalOptions& o) {
   o.model.apply_threads();
   const auto path = o.file.empty()
                         ? eval::resolve_data_dir(o.data_dir) / "eval" / "lambada_openai.jsonl"
                         : std::filesystem::path(o.file);
   const auto items = eval::load_lambada(path, o.limit);
+  if (o.by_generation || !o.base_url.empty()) {
+    // A server gives no log-probabilities of the prompt: score greedy generation instead.
+    LoadedModel m;
+    auto backend = generation_backend(o, m);
+    const auto r = eval::evaluate_lambada_by_generation(*backend, items, o.lambada_max_tokens);
+    nlohmann::json j = {
+        {"task", "lambada_openai"},    {"scoring", "greedy generation starts with the last word"},
+        {"items", r.n_items},          {"acc", r.acc},
+        {"acc_stderr", r.acc_stderr},  {"ppl", nullptr},
+        {"model", backend->describe()}};
+    nlohmann::json per_item = nlohmann::json::array();
+    for (size_t i = 0; i < items.size(); ++i) {
+      per_item.push_back({{"expected", items[i].continuation},
+                          {"correct", bool(r.greedy[i])},
+                          {"output", r.outputs[i]}});
+    }
+    j["per_item"] = std::move(per_item);
+    emit(o, j,
+         fmt::format("lambada_openai (by generation): acc {:.4f} +/- {:.4f} ({} items)\n", r.acc,
+                     r.acc_stderr, r.n_items));
+    return 0;
+  }
   LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
                        o.model.torchao_config);
   eval::BatchScorer scorer(*m.model,
@@ -205,6 +247,13 @@ int run_lambada(const EvalOptions& o) {
   nlohmann::json j = {
       {"task", "lambada_openai"},   {"items", r.n_items}, {"acc", r.acc},
       {"acc_stderr", r.acc_stderr}, {"ppl", r.ppl},       {"model", m.source.path.string()}};
+  nlohmann::json per_item = nlohmann::json::array();
+  for (size_t i = 0; i < items.size(); ++i) {
+    per_item.push_back({{"expected", items[i].continuation},
+                        {"correct", bool(r.greedy[i])},
+                        {"logprob", r.logprob[i]}});
+  }
+  j["per_item"] = std::move(per_item);
   emit(o, j,
        fmt::format("lambada_openai: acc {:.4f} +/- {:.4f}, ppl {:.4f} ({} items)\n", r.acc,
                    r.acc_stderr, r.ppl, r.n_items));
@@ -219,20 +268,12 @@ int run_gsm8k(const EvalOptions& o) {
   const auto items = eval::load_gsm8k(test_path, o.limit);
   std::vector<eval::Gsm8kItem> shots;
   if (o.shots > 0) shots = eval::load_gsm8k(data / "eval" / "gsm8k_train.jsonl", o.shots);
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                       o.model.torchao_config);
-  const Tokenizer& tokenizer = require_tokenizer(m.source);
-  Generator generator(*m.model, &tokenizer, m.source.stop_ids, {.kv = o.model.kv_cache(m.source)});
-  SamplingParams params;
-  params.temperature = 0.0f;
-  params.max_new_tokens = o.max_new_tokens;
-  params.stop = {"Question:", "</s>", "<|im_end|>"};
-  const auto r = eval::evaluate_gsm8k(shots, items, [&](const std::string& prompt) {
-    return generator.generate(tokenizer.encode(prompt, false), params).text;
-  });
+  LoadedModel m;
+  auto backend = generation_backend(o, m);
+  const auto r = eval::evaluate_gsm8k(shots, items, *backend, o.max_new_tokens);
   nlohmann::json j = {
       {"task", "gsm8k"}, {"shots", shots.size()},      {"items", r.n_items},
-      {"acc", r.acc},    {"acc_stderr", r.acc_stderr}, {"model", m.source.path.string()}};
+      {"acc", r.acc},    {"acc_stderr", r.acc_stderr}, {"model", backend->describe()}};
   nlohmann::json per_item = nlohmann::json::array();
   for (const auto& item : r.items) {
     per_item.push_back({{"predicted", item.predicted},
@@ -266,6 +307,15 @@ void add_windows(CLI::App& sub, EvalOptions& o) {
                "tokenize the text with the tokenizer's special tokens (e.g. a leading BOS)");
 }
 
+void add_server(CLI::App& sub, EvalOptions& o) {
+  sub.add_option("--base-url", o.base_url,
+                 "score an OpenAI-compatible server (SGLang, vLLM, llama.cpp, nibble serve) at "
+                 "this URL through /v1/completions instead of loading --model-path");
+  sub.add_option("--model", o.served_model,
+                 "with --base-url: the model name to request (default: the server's first)");
+  sub.add_option("--api-key", o.api_key, "with --base-url: sent as a Bearer token");
+}
+
 std::function<int()> setup_eval(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();
   app.description("Evaluate a model: perplexity, KL divergence, multiple choice, LAMBADA, GSM8K");
@@ -291,6 +341,13 @@ std::function<int()> setup_eval(CLI::App& app) {
   add_common(*lambada, *o);
   lambada->add_option("--file", o->file, "jsonl (default: <data>/eval/lambada_openai.jsonl)");
   lambada->add_option("--limit", o->limit, "first N items only (0: all)");
+  lambada->add_flag("--by-generation", o->by_generation,
+                    "score greedy generation (what --base-url does) instead of log-likelihood");
+  lambada
+      ->add_option("--max-new-tokens", o->lambada_max_tokens,
+                   "tokens generated per item when scoring by generation")
+      ->capture_default_str();
+  add_server(*lambada, *o);
   auto* gsm8k = app.add_subcommand("gsm8k", "GSM8K exact match by greedy generation");
   add_common(*gsm8k, *o);
   gsm8k->add_option("--file", o->file, "jsonl (default: <data>/eval/gsm8k_test.jsonl)");
@@ -298,6 +355,7 @@ std::function<int()> setup_eval(CLI::App& app) {
   gsm8k->add_option("--shots", o->shots, "few-shot examples from the train file")
       ->capture_default_str();
   gsm8k->add_option("--max-new-tokens", o->max_new_tokens)->capture_default_str();
+  add_server(*gsm8k, *o);
   return [o, ppl, kld, mc, lambada, gsm8k] {
     if (ppl->parsed()) return run_ppl(*o);
     if (kld->parsed()) return run_kld(*o);

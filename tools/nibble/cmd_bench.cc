@@ -8,6 +8,7 @@
 #include <random>
 
 #include "backend/cpu/kernels.h"
+#include "cmd_bench_serve.h"
 #include "command.h"
 #include "common_options.h"
 #include "core/memory_stats.h"
@@ -169,7 +170,7 @@ int run_bench(const BenchOptions& o) {
   return 0;
 }
 
-NIBBLE_COMMAND(bench, [](CLI::App& app) -> std::function<int()> {
+std::function<int()> setup_bench(CLI::App& app) {
   auto o = std::make_shared<BenchOptions>();
   app.description("Measure prefill and decode speed against the memory-bandwidth bound");
   o->model.add(app);
@@ -177,8 +178,14 @@ NIBBLE_COMMAND(bench, [](CLI::App& app) -> std::function<int()> {
   app.add_option("--gen-tokens", o->gen_tokens)->capture_default_str();
   app.add_option("--repeats", o->repeats)->capture_default_str();
   app.add_flag("--json", o->json);
-  return [o] { return run_bench(*o); };
-});
+  const BenchServeCommand serve = add_bench_serve(app);
+  return [o, serve] {
+    if (serve.app->parsed()) return serve.run();
+    return run_bench(*o);
+  };
+}
+
+NIBBLE_COMMAND(bench, setup_bench);
 
 }  // namespace
 }  // namespace nibble::cli

@@ -84,6 +84,8 @@ bool all_pass(const std::vector<GateCheck>& checks) {
 nlohmann::json to_json(const ValidationReport& r) {
   nlohmann::json j;
   j["model"] = r.model_path;
+  j["quantization"] = r.quantization;
+  j["label"] = r.label;
   j["reference"] = r.reference_path;
   j["scheme_family"] = r.family.name;
   j["bits_per_weight"] = r.family.bits_per_weight;
@@ -115,9 +117,42 @@ nlohmann::json to_json(const ValidationReport& r) {
                            {"bound", c.upper_bound ? "max" : "min"},
                            {"pass", c.pass}});
   }
+  j["layers"] = nlohmann::json::array();
+  for (const LayerWeightError& l : r.layers) {
+    j["layers"].push_back({{"name", l.name},
+                           {"block", l.block},
+                           {"format", l.format},
+                           {"rows", l.rows},
+                           {"cols", l.cols},
+                           {"relative_error", l.relative_error}});
+  }
   j["passed"] = r.passed;
   return j;
 }
+
+nlohmann::json to_json(const std::vector<ValidationReport>& reports) {
+  nlohmann::json j;
+  j["models"] = nlohmann::json::array();
+  bool passed = true;
+  for (const ValidationReport& r : reports) {
+    j["models"].push_back(to_json(r));
+    passed = passed && r.passed;
+  }
+  j["passed"] = passed;
+  return j;
+}
+
+namespace {
+
+const LayerWeightError* worst_layer(const ValidationReport& r) {
+  const LayerWeightError* worst = nullptr;
+  for (const LayerWeightError& l : r.layers) {
+    if (worst == nullptr || l.relative_error > worst->relative_error) worst = &l;
+  }
+  return worst;
+}
+
+}  // namespace
 
 std::string format_table(const ValidationReport& r) {
   std::string out;
@@ -139,13 +174,46 @@ std::string format_table(const ValidationReport& r) {
   const SampleSummary& s = r.kld.kld_summary;
   out += fmt::format("\nKLD mean {:.6f} +/- {:.6f}, median {:.6f}, p99 {:.6f}, max {:.6f}\n",
                      s.mean, s.std_error, s.median, s.p99, s.max);
-  out += fmt::format("top-1 agreement {:.4f}\n\n", r.kld.top1_agreement);
+  out += fmt::format("top-1 agreement {:.4f}\n", r.kld.top1_agreement);
+  if (const LayerWeightError* w = worst_layer(r)) {
+    double sum = 0.0;
+    for (const LayerWeightError& l : r.layers) sum += l.relative_error;
+    out += fmt::format("weight error ||Wq-W||/||W|| mean {:.5f} over {} layers, max {:.5f} ({})\n",
+                       sum / double(r.layers.size()), r.layers.size(), w->relative_error, w->name);
+  }
+  out += "\n";
   out += fmt::format("{:<22} {:>12} {:>12}  {}\n", "check", "value", "limit", "result");
   for (const GateCheck& c : r.checks) {
     out += fmt::format("{:<22} {:>12.6f} {:>3}{:>9.6f}  {}\n", c.metric, c.value,
                        c.upper_bound ? "<=" : ">=", c.limit, c.pass ? "pass" : "FAIL");
   }
   out += r.passed ? "\nPASSED\n" : "\nFAILED\n";
+  return out;
+}
+
+std::string format_comparison_table(const std::vector<ValidationReport>& reports) {
+  if (reports.empty()) return "";
+  std::string out = fmt::format("reference  {}\n\n", reports.front().reference_path);
+  std::string header = fmt::format("{:<40} {:>6} {:>10} {:>8} {:>9} {:>7}", "model", "bits", "ppl",
+                                   "d_ppl", "kld_mean", "top1");
+  for (const TaskComparison& t : reports.front().tasks) header += fmt::format(" {:>12}", t.task);
+  header += fmt::format(" {:>9}  {}\n", "max_werr", "gate");
+  out += header;
+  const ValidationReport& first = reports.front();
+  out += fmt::format("{:<40} {:>6} {:>10.4f} {:>+7.2f}% {:>9.5f} {:>7.4f}", "(reference)", "-",
+                     first.kld.base.ppl, 0.0, 0.0, 1.0);
+  for (const TaskComparison& t : first.tasks) out += fmt::format(" {:>12.4f}", t.reference_acc);
+  out += fmt::format(" {:>9}  {}\n", "-", "-");
+  for (const ValidationReport& r : reports) {
+    const double increase = (r.kld.model.ppl - r.kld.base.ppl) / r.kld.base.ppl;
+    out += fmt::format("{:<40} {:>6.2f} {:>10.4f} {:>+7.2f}% {:>9.5f} {:>7.4f}", r.label,
+                       r.family.bits_per_weight, r.kld.model.ppl, 100.0 * increase,
+                       r.kld.kld_summary.mean, r.kld.top1_agreement);
+    for (const TaskComparison& t : r.tasks) out += fmt::format(" {:>12.4f}", t.model_acc);
+    const LayerWeightError* w = worst_layer(r);
+    out += fmt::format(" {:>9}  {}\n", w ? fmt::format("{:.5f}", w->relative_error) : "-",
+                       r.passed ? "pass" : "FAIL");
+  }
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eval/kl_divergence.h"
+#include "eval/layer_error.h"
 
 namespace nibble {
 struct ModelSource;
@@ -60,17 +61,24 @@ bool all_pass(const std::vector<GateCheck>& checks);
 
 struct ValidationReport {
   std::string model_path, reference_path;
+  std::string quantization;  // the online method applied to model_path ("" when none)
+  std::string label;         // how the model is named side by side: path and method
   SchemeFamily family;
   GateThresholds thresholds;
   KldResult kld;
   int64_t context = 0, stride = 0;
   std::vector<TaskComparison> tasks;
   std::vector<GateCheck> checks;
+  std::vector<LayerWeightError> layers;  // empty when not computed
   bool passed = false;
 };
 
 nlohmann::json to_json(const ValidationReport& report);
+// Several models against one reference: {"models": [...], "passed": every model passed}.
+nlohmann::json to_json(const std::vector<ValidationReport>& reports);
 // A fixed-width table for the terminal.
 std::string format_table(const ValidationReport& report);
+// One row per model: bits, perplexity, KLD, top-1, task accuracies, worst layer, gate.
+std::string format_comparison_table(const std::vector<ValidationReport>& reports);
 
 }  // namespace nibble::eval

@@ -201,12 +201,10 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
     WxA16Workspace ws;
     for (int64_t m : ms) {
       if (wxa16_gemv_supports(first, m)) {
-        // The decode kernel's variants: next-batch prefetch or not × CTAs per SM for split-K.
+        // The decode kernel's variants: units loaded per batch × CTAs per SM that split-K aims at.
         const WxA16GemvTuning defaults = wxa16_gemv_tuning();
         std::vector<WxA16GemvTuning> tunings{defaults};
-        if (sweep) {
-          tunings = {{false, 2}, {false, 4}, {false, 8}, {true, 2}, {true, 4}, {true, 8}};
-        }
+        if (sweep) tunings = {{4, 2}, {4, 4}, {4, 8}, {8, 2}, {8, 4}, {8, 8}};
         for (const WxA16GemvTuning& tuning : tunings) {
           wxa16_gemv_tuning() = tuning;
           const float us = median_us(
@@ -214,8 +212,8 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
                 wxa16_linear(lt, w[c], x.get(), m, y.get(), ws, nullptr, WxA16Path::Gemv);
               },
               w.size());
-          const std::string path = std::string("gemv ") + (tuning.prefetch ? "prefetch" : "plain") +
-                                   " c" + std::to_string(tuning.ctas_per_sm);
+          const std::string path = "gemv b" + std::to_string(tuning.batch_units) + " c" +
+                                   std::to_string(tuning.ctas_per_sm);
           report(name, k, n, m, us, first.stream_bytes(), path.c_str());
         }
         wxa16_gemv_tuning() = defaults;

@@ -13,7 +13,8 @@
 //
 // Prints one JSON object: the generated tokens and timings (CUDA events; the first run is a
 // warm-up that also captures the graph; tokens/s = new tokens / the median run's time, prefill
-// included, as gpt-fast reports; decode_tokens_per_s counts the steps after the prompt only).
+// included, as gpt-fast reports; decode_tokens_per_s counts the steps after the prompt only;
+// eager_* is one more generation without the graph).
 // --dump-logits writes f32 logits [prompt + dump-steps][vocab] from a separate greedy run.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -393,9 +394,12 @@ int run(int argc, char** argv) {
   std::sort(runs.begin(), runs.end(),
             [](const RunResult& a, const RunResult& b) { return a.total_ms < b.total_ms; });
   const RunResult& median = runs[runs.size() / 2];
-  for (const RunResult& r : runs) {
-    NIBBLE_CHECK(r.tokens == median.tokens, "generations differ between runs (a race?)");
-  }
+  // W4A16's split-K sums meet through f32 atomics in whatever order the CTAs finish, so logits
+  // may differ in the last bits between runs and flip near-tied greedy picks; reported, not
+  // fatal (the bf16 path is deterministic).
+  bool runs_equal = true;
+  for (const RunResult& r : runs) runs_equal = runs_equal && r.tokens == median.tokens;
+  out["runs_tokens_equal"] = runs_equal;
   std::vector<float> all_ms;
   for (const RunResult& r : runs) all_ms.push_back(r.total_ms);
   out["tokens"] = median.tokens;
@@ -410,6 +414,16 @@ int run(int argc, char** argv) {
                                ? double(model.step_weight_bytes()) /
                                      (median.decode_ms / 1e3 / double(o.new_tokens - 1)) / 1e9
                                : 0.0;
+  if (o.use_graph) {
+    // The same generation launched kernel by kernel: what the graph saves.
+    Options eager = o;
+    eager.use_graph = false;
+    RunResult r = generate(model, eager, nullptr);
+    r = generate(model, eager, nullptr);
+    out["eager_tokens_equal"] = r.tokens == median.tokens;
+    out["eager_tokens_per_s"] = double(o.new_tokens) / (r.total_ms / 1e3);
+    out["eager_step_ms"] = o.new_tokens > 1 ? r.decode_ms / double(o.new_tokens - 1) : 0.0;
+  }
   const std::string text = out.dump();
   std::printf("%s\n", text.c_str());
   if (!o.json_out.empty()) {

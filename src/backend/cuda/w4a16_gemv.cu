@@ -41,7 +41,7 @@ struct GemvParams {
   int scale_type;
   int symmetric_zero;
   int n_groups;
-  int group_shift;  // with whole-unit groups: group = u >> group_shift (31: one group per row)
+  int units_per_group;  // group_size / 128 when a group spans whole units, else 0
   const __nv_bfloat16* x;
   int m;
   int k;
@@ -56,12 +56,6 @@ struct GemvParams {
   int units_per_split;
   int splits;
 };
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // Weights are read once: no L1 allocation.
 __device__ __forceinline__ uint4 load_streaming(const uint4* p) {
@@ -81,15 +75,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// The bf16 pair 128 + code of nibble pair J of a word (bits 4J and 16 + 4J): one shift and one
-// LOP3. The zero is not subtracted here: Σ x·(q − z) = Σ x·(128 + q) − (128 + z)·Σ x, and the
-// second term is applied once per group (saves one bf16x2 subtraction per two weights, a third
-// of the dequantization's instructions).
-template <int J>
-__device__ __forceinline__ uint32_t biased_pair(uint32_t word) {
-  return ((word >> (4 * J)) & 0x000F000Fu) | 0x43004300u;
-}
-
 // Position of unit column c (0..127) in the permuted x slice: 16-byte chunk (c / 32)·4 + t holds
 // lane t's B fragments of steps 2·chunk and 2·chunk + 1: [b0(even), b1(even), b0(odd), b1(odd)].
 __device__ __forceinline__ int permuted_column(int c) {
@@ -98,21 +83,11 @@ __device__ __forceinline__ int permuted_column(int c) {
   return ((step / 2) * 4 + t) * 8 + (step % 2) * 4 + hi * 2 + e;
 }
 
-// Codes, scales and 128 + zero of BATCH units of the warp's two tiles.
-template <int BATCH, int SEGS>
-struct Batch {
-  uint4 qa[BATCH], qb[BATCH];
-  float sa[BATCH][SEGS], sb[BATCH][SEGS];
-  float za[BATCH][SEGS], zb[BATCH][SEGS];
-};
-
-template <int MB, int SPG, bool PREFETCH>
-__global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 ? 3 : 2))
-    w4a16_gemv_kernel(GemvParams p) {
-  constexpr int BATCH = 4;
+template <int MB, int BATCH, int SPG>
+__global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
   constexpr int SEGS = 8 / SPG;
-  constexpr int SUM_ROWS = MB * 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
+  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __shared__ int is_last_block;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -121,47 +96,46 @@ __global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 
   const bool valid_a = tile_a < p.n_tiles, valid_b = tile_b < p.n_tiles;
   const int u_begin = blockIdx.y * p.units_per_split;
   const int u_end = min(u_begin + p.units_per_split, p.k_units);
-  const int n_units = u_end - u_begin;
   const int stride = p.units_per_split * kUnitCols + kRowPad;
-  auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  // Σx per (unit, segment) of each batch row: [unit·SEGS + seg][SUM_ROWS], rows ≥ M zero.
-  auto* x_sums = reinterpret_cast<float*>(smem_raw + size_t(p.m) * stride * 2);
 
   const uint4* code_a = p.codes + size_t(valid_a ? tile_a : 0) * p.k_units * 32 + lane;
   const uint4* code_b = p.codes + size_t(valid_b ? tile_b : 0) * p.k_units * 32 + lane;
   const int meta_a = (valid_a ? tile_a : 0) * p.n_groups * 8 + g;
   const int meta_b = (valid_b ? tile_b : 0) * p.n_groups * 8 + g;
 
-  // Units past the split's end load nothing and get scale 0, so a batch never branches: all
-  // BATCH units' mma chains are independent and interleave.
-  auto issue = [&](Batch<BATCH, SEGS>& batch, int u0) {
+  uint4 qa[BATCH], qb[BATCH];
+  float sa[BATCH][SEGS], sb[BATCH][SEGS];
+  uint32_t za[BATCH][SEGS], zb[BATCH][SEGS];
+  // Issues the loads of units u0 .. u0 + BATCH - 1 (codes, scales, zeros of both tiles).
+  auto issue = [&](int u0) {
 #pragma unroll
     for (int b = 0; b < BATCH; ++b) {
       const int u = u0 + b;
-      const bool live_a = u < u_end && valid_a, live_b = u < u_end && valid_b;
-      batch.qa[b] = live_a ? load_streaming(code_a + u * 32) : make_uint4(0, 0, 0, 0);
-      batch.qb[b] = live_b ? load_streaming(code_b + u * 32) : make_uint4(0, 0, 0, 0);
+      const bool live = u < u_end;
+      qa[b] = live && valid_a ? load_streaming(code_a + u * 32) : make_uint4(0, 0, 0, 0);
+      qb[b] = live && valid_b ? load_streaming(code_b + u * 32) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int seg = 0; seg < SEGS; ++seg) {
-        const int group = SEGS > 1 ? u * SEGS + seg : u >> p.group_shift;
-        batch.sa[b][seg] = live_a ? load_scale(p.scales, p.scale_type, meta_a + group * 8) : 0.f;
-        batch.sb[b][seg] = live_b ? load_scale(p.scales, p.scale_type, meta_b + group * 8) : 0.f;
+        const int group =
+            min(p.units_per_group > 0 ? u / p.units_per_group : u * SEGS + seg, p.n_groups - 1);
+        sa[b][seg] = live && valid_a ? load_scale(p.scales, p.scale_type, meta_a + group * 8) : 0.f;
+        sb[b][seg] = live && valid_b ? load_scale(p.scales, p.scale_type, meta_b + group * 8) : 0.f;
         int z_a = p.symmetric_zero, z_b = p.symmetric_zero;
         if (p.zeros != nullptr) {
-          if (live_a) z_a = __ldg(p.zeros + meta_a + group * 8);
-          if (live_b) z_b = __ldg(p.zeros + meta_b + group * 8);
+          if (live && valid_a) z_a = __ldg(p.zeros + meta_a + group * 8);
+          if (live && valid_b) z_b = __ldg(p.zeros + meta_b + group * 8);
         }
-        batch.za[b][seg] = float(128 + z_a);
-        batch.zb[b][seg] = float(128 + z_b);
+        za[b][seg] = zero_word<4>(z_a);
+        zb[b][seg] = zero_word<4>(z_b);
       }
     }
   };
-  Batch<BATCH, SEGS> next;
   // The first batch is in flight while x is staged.
-  issue(next, u_begin);
+  issue(u_begin);
 
   const int k0 = u_begin * kUnitCols;
-  const int vectors_per_row = n_units * kUnitCols / 8;
+  const int slice_cols = (u_end - u_begin) * kUnitCols;
+  const int vectors_per_row = slice_cols / 8;
   for (int i = threadIdx.x; i < p.m * vectors_per_row; i += kThreads) {
     const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
     const int k = k0 + c;
@@ -184,19 +158,6 @@ __global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 
     }
   }
   __syncthreads();
-  // A segment's columns are contiguous in the permuted slice: one warp sums each.
-  for (int i = warp; i < n_units * SEGS * SUM_ROWS; i += kWarps) {
-    const int r = i % SUM_ROWS, unit_seg = i / SUM_ROWS;
-    float sum = 0.0f;
-    if (r < p.m) {
-      const __nv_bfloat16* seg_x = xs + r * stride + unit_seg * SPG * 16;
-#pragma unroll
-      for (int j = lane; j < SPG * 16; j += 32) sum += __bfloat162float(seg_x[j]);
-      sum = warp_sum(sum);
-    }
-    if (lane == 0) x_sums[i] = sum;
-  }
-  __syncthreads();
 
   float acc[MB][4];
 #pragma unroll
@@ -213,20 +174,17 @@ __global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 
   }
 
   for (int u0 = u_begin; u0 < u_end; u0 += BATCH) {
-    Batch<BATCH, SEGS> cur = next;
-    // With PREFETCH the next batch's loads are in flight during this batch's arithmetic (twice
-    // the registers); without, other warps hide the latency.
-    if (PREFETCH && u0 + BATCH < u_end) issue(next, u0 + BATCH);
 #pragma unroll
     for (int b = 0; b < BATCH; ++b) {
-      const int ul = u0 + b - u_begin;
-      const bool live = ul < n_units;
+      const int u = u0 + b;
+      if (u >= u_end) break;
       uint4 xf[MB][4];
 #pragma unroll
       for (int nb = 0; nb < MB; ++nb)
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
-          xf[nb][c] = live && live_row[nb] ? x_lane[nb][ul * 16 + c * 4] : make_uint4(0, 0, 0, 0);
+          xf[nb][c] =
+              live_row[nb] ? x_lane[nb][(u - u_begin) * 16 + c * 4] : make_uint4(0, 0, 0, 0);
         }
       static_for<SEGS>([&](auto seg_constant) {
         constexpr int seg = decltype(seg_constant)::value;
@@ -237,10 +195,9 @@ __global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 
           for (int e = 0; e < 4; ++e) part[nb][e] = 0.0f;
         static_for<SPG>([&](auto step_constant) {
           constexpr int S = seg * SPG + decltype(step_constant)::value;
-          constexpr int J = (S % 2) * 2;
-          const uint32_t wa = word_of<S / 2>(cur.qa[b]), wb = word_of<S / 2>(cur.qb[b]);
-          const uint32_t a0 = biased_pair<J>(wa), a2 = biased_pair<J + 1>(wa);
-          const uint32_t a1 = biased_pair<J>(wb), a3 = biased_pair<J + 1>(wb);
+          uint32_t a0, a1, a2, a3;
+          b_fragment<4, S>(qa[b], za[b][seg], a0, a2);
+          b_fragment<4, S>(qb[b], zb[b][seg], a1, a3);
 #pragma unroll
           for (int nb = 0; nb < MB; ++nb) {
             const uint4& chunk = xf[nb][S / 2];
@@ -251,21 +208,14 @@ __global__ void __launch_bounds__(kThreads, PREFETCH ? 1 : (MB == 1 && SPG == 8 
         });
 #pragma unroll
         for (int nb = 0; nb < MB; ++nb) {
-          float2 sums = make_float2(0.0f, 0.0f);
-          if (live) {
-            sums = *reinterpret_cast<const float2*>(x_sums + (ul * SEGS + seg) * SUM_ROWS + nb * 8 +
-                                                    2 * t4);
-          }
-          const float sa = cur.sa[b][seg], sb = cur.sb[b][seg];
-          const float za = cur.za[b][seg], zb = cur.zb[b][seg];
-          acc[nb][0] = fmaf(sa, fmaf(-za, sums.x, part[nb][0]), acc[nb][0]);
-          acc[nb][1] = fmaf(sa, fmaf(-za, sums.y, part[nb][1]), acc[nb][1]);
-          acc[nb][2] = fmaf(sb, fmaf(-zb, sums.x, part[nb][2]), acc[nb][2]);
-          acc[nb][3] = fmaf(sb, fmaf(-zb, sums.y, part[nb][3]), acc[nb][3]);
+          acc[nb][0] += part[nb][0] * sa[b][seg];
+          acc[nb][1] += part[nb][1] * sa[b][seg];
+          acc[nb][2] += part[nb][2] * sb[b][seg];
+          acc[nb][3] += part[nb][3] * sb[b][seg];
         }
       });
     }
-    if (!PREFETCH && u0 + BATCH < u_end) issue(next, u0 + BATCH);
+    if (u0 + BATCH < u_end) issue(u0 + BATCH);
   }
 
   // C fragment: c0, c1 = feature 8·tile_a + g, batch rows 2·t4, 2·t4 + 1; c2, c3 = tile_b.
@@ -325,25 +275,17 @@ int sm_count() {
   return count;
 }
 
-template <int MB, int SPG, bool PREFETCH>
+template <int MB, int BATCH, int SPG>
 void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {
-  w4a16_gemv_kernel<MB, SPG, PREFETCH><<<grid, kThreads, smem, stream>>>(p);
+  w4a16_gemv_kernel<MB, BATCH, SPG><<<grid, kThreads, smem, stream>>>(p);
   NIBBLE_CUDA_CHECK_LAUNCH("w4a16_gemv_kernel");
 }
 
-template <int MB, bool PREFETCH>
+template <int MB, int BATCH>
 void launch_for_group(const GemvParams& p, int spg, dim3 grid, int smem, cudaStream_t stream) {
-  if (spg == 2) return launch<MB, 2, PREFETCH>(p, grid, smem, stream);
-  if (spg == 4) return launch<MB, 4, PREFETCH>(p, grid, smem, stream);
-  launch<MB, 8, PREFETCH>(p, grid, smem, stream);
-}
-
-// log2 of a power of two, -1 otherwise.
-int exact_log2(int64_t v) {
-  for (int s = 0; s < 62; ++s) {
-    if ((int64_t(1) << s) == v) return s;
-  }
-  return -1;
+  if (spg == 2) return launch<MB, BATCH, 2>(p, grid, smem, stream);
+  if (spg == 4) return launch<MB, BATCH, 4>(p, grid, smem, stream);
+  launch<MB, BATCH, 8>(p, grid, smem, stream);
 }
 
 }  // namespace
@@ -354,12 +296,8 @@ WxA16GemvTuning& wxa16_gemv_tuning() {
 }
 
 bool wxa16_gemv_supports(const WxA16Weight& w, int64_t m) {
-  // Groups of whole units must be a power of two of units (a shift per unit) or the whole row.
-  const bool groups_ok =
-      w.group_size < kUnitCols || w.n_groups == 1 || exact_log2(w.group_size / kUnitCols) >= 0;
-  return w.bits == 4 && m >= 1 && m <= kWxA16GemvMaxM && groups_ok &&
-         w.n_tiles * 8 < (int64_t(1) << 30) && w.padded_cols() < (int64_t(1) << 30) &&
-         w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
+  return w.bits == 4 && m >= 1 && m <= kWxA16GemvMaxM && w.n_tiles * 8 < (int64_t(1) << 30) &&
+         w.padded_cols() < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
 }
 
 bool wxa16_gemv_preferred(const WxA16Weight& w, int64_t m) {
@@ -373,14 +311,10 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   const WxA16GemvTuning& tuning = wxa16_gemv_tuning();
   const int64_t pairs = (w.n_tiles + 1) / 2;
   const int64_t col_blocks = (pairs + kWarps - 1) / kWarps;
-  // The x slice (and its sums) bound the units per split; beyond that, split until the grid fills
-  // the SMs `ctas_per_sm` times over (bandwidth needs bytes in flight on every SM, and the split-K
+  // The x slice bounds the units per split; beyond that, split until the grid fills the SMs
+  // `ctas_per_sm` times over (bandwidth needs bytes in flight on every SM, and the split-K
   // atomics are cheap next to the weight stream).
-  const int spg = int(std::min<int64_t>(kUnitCols, w.group_size) / 16);
-  const int sum_rows = m <= 8 ? 8 : 16;
-  // Shared memory per unit of the split: M rows of x, and Σx per segment and batch row.
-  const int64_t unit_bytes = m * kUnitCols * 2 + (8 / spg) * sum_rows * 4;
-  const int64_t max_units = std::max<int64_t>(1, (kXSmemBytes - m * kRowPad * 2) / unit_bytes);
+  const int64_t max_units = std::max<int64_t>(1, (kXSmemBytes / (m * 2) - kRowPad) / kUnitCols);
   const int64_t min_splits = (w.k_units + max_units - 1) / max_units;
   const int64_t target_ctas = int64_t(sm_count()) * tuning.ctas_per_sm;
   const int64_t wanted = std::max(min_splits, (target_ctas + col_blocks - 1) / col_blocks);
@@ -395,9 +329,7 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   p.scale_type = int(w.scale_type);
   p.symmetric_zero = w.symmetric_zero;
   p.n_groups = int(w.n_groups);
-  p.group_shift = w.n_groups == 1             ? 31
-                  : w.group_size >= kUnitCols ? exact_log2(w.group_size / kUnitCols)
-                                              : 0;
+  p.units_per_group = w.group_size >= kUnitCols ? int(w.group_size / kUnitCols) : 0;
   p.x = static_cast<const __nv_bfloat16*>(x);
   p.m = int(m);
   p.k = int(w.cols);
@@ -421,14 +353,15 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
     p.counters = ws.counters.get<int>();
   }
   const dim3 grid{unsigned(col_blocks), unsigned(splits), 1u};
-  const int smem = int(m * (units * kUnitCols + kRowPad) * 2 + units * (8 / spg) * sum_rows * 4);
-  const bool prefetch = tuning.prefetch;
+  const int smem = int(m) * (int(units) * kUnitCols + kRowPad) * 2;
+  const int spg = int(std::min<int64_t>(kUnitCols, w.group_size) / 16);
+  const bool wide = tuning.batch_units >= 8;
   if (m <= 8) {
-    if (prefetch) return launch_for_group<1, true>(p, spg, grid, smem, stream);
-    return launch_for_group<1, false>(p, spg, grid, smem, stream);
+    if (wide) return launch_for_group<1, 8>(p, spg, grid, smem, stream);
+    return launch_for_group<1, 4>(p, spg, grid, smem, stream);
   }
-  if (prefetch) return launch_for_group<2, true>(p, spg, grid, smem, stream);
-  launch_for_group<2, false>(p, spg, grid, smem, stream);
+  if (wide) return launch_for_group<2, 8>(p, spg, grid, smem, stream);
+  launch_for_group<2, 4>(p, spg, grid, smem, stream);
 }
 
 }  // namespace nibble::cuda

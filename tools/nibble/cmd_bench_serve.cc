@@ -47,6 +47,7 @@ struct BenchServeOptions {
   std::string output_file;
   bool disable_stream = false;
   bool disable_ignore_eos = false;
+  bool flush_cache = false;
   int64_t warmup_requests = 1;
   std::string extra_request_body;
   double request_timeout_s = 600.0;
@@ -440,6 +441,14 @@ int run_bench_serve(const BenchServeOptions& o) {
         send_request(client, context, prompts[0], std::min<int64_t>(prompts[0].output_len, 16));
     NIBBLE_CHECK(r.success, "warm-up request to {} failed: {}", o.base_url, r.error);
   }
+  if (o.flush_cache) {
+    // Prompts repeat across runs with the same seed (and the warm-up reuses the first one):
+    // without a flush, a server with prefix caching would skip their prefill.
+    net::HttpClient client(o.base_url, client_options(o));
+    const net::HttpResponse r = client.post_json("/flush_cache", nlohmann::json::object());
+    NIBBLE_CHECK(r.ok(), "POST {}: HTTP {}: {}", client.url().full("/flush_cache"), r.status,
+                 r.body.substr(0, 300));
+  }
   std::fprintf(stderr, "%lld requests to %s (%s), rate %s, max concurrency %s\n",
                (long long)o.num_prompts, o.base_url.c_str(), context.model.c_str(),
                o.request_rate.c_str(),
@@ -476,6 +485,7 @@ int run_bench_serve(const BenchServeOptions& o) {
     j["max_concurrency"] = o.max_concurrency > 0 ? nlohmann::json(o.max_concurrency) : nullptr;
     j["seed"] = o.seed;
     j["stream"] = !o.disable_stream;
+    j["flush_cache"] = o.flush_cache;
     nlohmann::json input_lens, output_lens, ttfts, itls, errors;
     for (const auto& r : outcomes) {
       input_lens.push_back(r.prompt_tokens);
@@ -534,6 +544,9 @@ BenchServeCommand add_bench_serve(CLI::App& bench) {
   app->add_flag("--disable-stream", o->disable_stream, "non-streaming requests (TTFT = E2E)");
   app->add_flag("--disable-ignore-eos", o->disable_ignore_eos,
                 "do not send ignore_eos (outputs may then end early)");
+  app->add_flag("--flush-cache", o->flush_cache,
+                "POST /flush_cache after the warm-up (SGLang's route): no prefix-cache hits "
+                "from earlier runs");
   app->add_option("--warmup-requests", o->warmup_requests, "sent one by one before the run")
       ->capture_default_str();
   app->add_option("--extra-request-body", o->extra_request_body,

@@ -7,8 +7,11 @@
 #include <cstring>
 #include <limits>
 
+#include "backend/cpu/kernel_table.h"
+#include "backend/cpu/kernels.h"
 #include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
 #include "model/blocks/rope.h"
 #include "model/linear_builder.h"
 
@@ -25,6 +28,9 @@ DenseMatrix dense(const std::vector<float>& w, int64_t rows, int64_t cols) {
 // Keeping silu(gate)·up for the final stage saves recomputing gate/up; past this size (large
 // models) it is recomputed chunk by chunk instead.
 constexpr int64_t kActBudgetBytes = int64_t(2) << 30;
+
+// Query rows per causal attention block: the scores of one block ([64, seqlen] f32) stay in L2.
+constexpr int64_t kAttentionQueryBlock = 64;
 
 }  // namespace
 
@@ -135,76 +141,117 @@ void DecoderLayerRunner::observe_qkv(const LayerWeights& w, const std::vector<fl
   }
 }
 
+void DecoderLayerRunner::attend_sample_head(const float* q, const float* k, const float* v,
+                                            int64_t kv_head, float* out) const {
+  const int64_t hd = dims_.head_dim, T = seqlen_;
+  const int64_t nq = dims_.n_heads * hd, nkv = dims_.n_kv_heads * hd;
+  const int64_t group = dims_.n_heads / dims_.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  thread_local std::vector<float> kh, vt, qh, scores;
+  kh.resize(size_t(T * hd));
+  vt.resize(size_t(hd * T));
+  qh.resize(size_t(T * hd));
+  scores.resize(size_t(kAttentionQueryBlock * T));
+  for (int64_t t = 0; t < T; ++t) {
+    std::memcpy(kh.data() + t * hd, k + t * nkv + kv_head * hd, size_t(hd) * 4);
+    for (int64_t d = 0; d < hd; ++d) vt[size_t(d * T + t)] = v[size_t(t * nkv + kv_head * hd + d)];
+  }
+  const cpu::MatmulFn matmul = cpu::kernels().matmul_f32;
+  for (int64_t hh = kv_head * group; hh < (kv_head + 1) * group; ++hh) {
+    for (int64_t t = 0; t < T; ++t)
+      std::memcpy(qh.data() + t * hd, q + t * nq + hh * hd, size_t(hd) * 4);
+    // Causal: query rows [q0, q1) see keys [0, q1) only. Each score and each output is the
+    // kernel's dot product over the same elements as a full T × T computation (the skipped
+    // keys only ever contributed exact zeros), so the result does not depend on the blocking.
+    for (int64_t q0 = 0; q0 < T; q0 += kAttentionQueryBlock) {
+      const int64_t q1 = std::min(T, q0 + kAttentionQueryBlock);
+      cpu::MatmulArgs a;  // scores = Q·Kᵀ with K as the "weight"
+      a.x = qh.data() + q0 * hd;
+      a.ldx = hd;
+      a.m_rows = q1 - q0;
+      a.k = hd;
+      a.w = kh.data();
+      a.ldw = hd;
+      a.y = scores.data();
+      a.ldy = T;
+      matmul(a, 0, q1);
+      for (int64_t i = q0; i < q1; ++i) {
+        float* row = scores.data() + (i - q0) * T;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, row[j] * scale);
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= i; ++j) {
+          row[j] = std::exp(row[j] * scale - mx);
+          sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+        for (int64_t j = i + 1; j < q1; ++j) row[j] = 0.0f;
+      }
+      cpu::MatmulArgs pv;  // out = P·V with Vᵀ as the "weight"
+      pv.x = scores.data();
+      pv.ldx = T;
+      pv.m_rows = q1 - q0;
+      pv.k = q1;
+      pv.w = vt.data();
+      pv.ldw = T;
+      pv.y = out + q0 * nq + hh * hd;
+      pv.ldy = nq;
+      matmul(pv, 0, hd);
+    }
+  }
+}
+
 void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<float>& x,
                                        const InputSink& sink) {
   const int64_t hidden = dims_.hidden, hd = dims_.head_dim, half = hd / 2;
   const int64_t nq = dims_.n_heads * hd, nkv = dims_.n_kv_heads * hd;
-  const int64_t group = dims_.n_heads / dims_.n_kv_heads;
   const int64_t T = seqlen_;
   const DenseMatrix wq = dense(w[LinearName::Q], nq, hidden);
   const DenseMatrix wk = dense(w[LinearName::K], nkv, hidden);
   const DenseMatrix wv = dense(w[LinearName::V], nkv, hidden);
-  attn_out_.assign(size_t(tokens() * nq), 0.0f);
-  std::vector<float> h(static_cast<size_t>(T * hidden)), q(static_cast<size_t>(T * nq)),
-      k(static_cast<size_t>(T * nkv)), v(static_cast<size_t>(T * nkv));
-  std::vector<float> qh(static_cast<size_t>(T * hd)), kh(static_cast<size_t>(T * hd)),
-      vt(static_cast<size_t>(hd * T)), scores(static_cast<size_t>(T * T)),
-      oh(static_cast<size_t>(T * hd));
-  const float scale = 1.0f / std::sqrt(float(hd));
-  for (int64_t s = 0; s < n_samples_; ++s) {
-    const int64_t r0 = s * T;
-    cpu::rmsnorm_rows(x.data() + r0 * hidden, w.attn_norm.data(), T, hidden, dims_.eps, h.data());
-    cpu::linear(wq, w.q_bias.empty() ? nullptr : w.q_bias.data(), h.data(), T, q.data());
-    cpu::linear(wk, w.k_bias.empty() ? nullptr : w.k_bias.data(), h.data(), T, k.data());
-    cpu::linear(wv, w.v_bias.empty() ? nullptr : w.v_bias.data(), h.data(), T, v.data());
+  attn_out_.resize(size_t(tokens() * nq));
+  std::vector<float> h, q, k, v;
+  // Whole samples at a time: the projections run as one batched matmul per chunk, then every
+  // (sample, KV head) pair is one single-threaded task; a parallel region per head of every
+  // sample would cost a pool barrier each.
+  const int64_t chunk = chunk_rows();
+  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk) {
+    const int64_t rows = std::min(chunk, tokens() - r0);
+    h.resize(size_t(rows * hidden));
+    q.resize(size_t(rows * nq));
+    k.resize(size_t(rows * nkv));
+    v.resize(size_t(rows * nkv));
+    cpu::rmsnorm_rows(x.data() + r0 * hidden, w.attn_norm.data(), rows, hidden, dims_.eps,
+                      h.data());
+    cpu::linear(wq, w.q_bias.empty() ? nullptr : w.q_bias.data(), h.data(), rows, q.data());
+    cpu::linear(wk, w.k_bias.empty() ? nullptr : w.k_bias.data(), h.data(), rows, k.data());
+    cpu::linear(wv, w.v_bias.empty() ? nullptr : w.v_bias.data(), h.data(), rows, v.data());
     if (dims_.qk_norm) {
-      cpu::rmsnorm_rows(q.data(), w.q_norm.data(), T * dims_.n_heads, hd, dims_.eps, q.data());
-      cpu::rmsnorm_rows(k.data(), w.k_norm.data(), T * dims_.n_kv_heads, hd, dims_.eps, k.data());
+      cpu::rmsnorm_rows(q.data(), w.q_norm.data(), rows * dims_.n_heads, hd, dims_.eps, q.data());
+      cpu::rmsnorm_rows(k.data(), w.k_norm.data(), rows * dims_.n_kv_heads, hd, dims_.eps,
+                        k.data());
     }
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = (r0 + r) % T;
       const float* c = cos_.data() + t * half;
       const float* sn = sin_.data() + t * half;
       for (int64_t hh = 0; hh < dims_.n_heads; ++hh)
-        apply_rope(q.data() + t * nq + hh * hd, hd, c, sn);
+        apply_rope(q.data() + r * nq + hh * hd, hd, c, sn);
       for (int64_t hh = 0; hh < dims_.n_kv_heads; ++hh)
-        apply_rope(k.data() + t * nkv + hh * hd, hd, c, sn);
+        apply_rope(k.data() + r * nkv + hh * hd, hd, c, sn);
     }
-    for (int64_t kvh = 0; kvh < dims_.n_kv_heads; ++kvh) {
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(kh.data() + t * hd, k.data() + t * nkv + kvh * hd, size_t(hd) * 4);
-        for (int64_t d = 0; d < hd; ++d) vt[size_t(d * T + t)] = v[size_t(t * nkv + kvh * hd + d)];
-      }
-      // Scores and weighted values through the matmul kernel: Q·Kᵀ with K as the "weight",
-      // then P·V with Vᵀ as the weight.
-      const DenseMatrix km = dense(kh, T, hd);
-      const DenseMatrix vm = dense(vt, hd, T);
-      for (int64_t hh = kvh * group; hh < (kvh + 1) * group; ++hh) {
-        for (int64_t t = 0; t < T; ++t)
-          std::memcpy(qh.data() + t * hd, q.data() + t * nq + hh * hd, size_t(hd) * 4);
-        cpu::linear(km, nullptr, qh.data(), T, scores.data());
-        for (int64_t i = 0; i < T; ++i) {
-          float* row = scores.data() + i * T;
-          float mx = -std::numeric_limits<float>::infinity();
-          for (int64_t j = 0; j <= i; ++j) mx = std::max(mx, row[j] * scale);
-          float sum = 0.0f;
-          for (int64_t j = 0; j <= i; ++j) {
-            row[j] = std::exp(row[j] * scale - mx);
-            sum += row[j];
+    const int64_t samples = rows / T;
+    ThreadPool::global().parallel_for(
+        samples * dims_.n_kv_heads, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t s = task / dims_.n_kv_heads, kvh = task % dims_.n_kv_heads;
+            attend_sample_head(q.data() + s * T * nq, k.data() + s * T * nkv,
+                               v.data() + s * T * nkv, kvh, attn_out_.data() + (r0 + s * T) * nq);
           }
-          const float inv = 1.0f / sum;
-          for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-          for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;
-        }
-        cpu::linear(vm, nullptr, scores.data(), T, oh.data());
-        for (int64_t t = 0; t < T; ++t)
-          std::memcpy(attn_out_.data() + (r0 + t) * nq + hh * hd, oh.data() + t * hd,
-                      size_t(hd) * 4);
-      }
-    }
+        });
+    sink(InputGroup::O, attn_out_.data() + r0 * nq, rows);
   }
-  const int64_t chunk = chunk_rows();
-  for (int64_t r0 = 0; r0 < tokens(); r0 += chunk)
-    sink(InputGroup::O, attn_out_.data() + r0 * nq, std::min(chunk, tokens() - r0));
 }
 
 void DecoderLayerRunner::run_o(const LayerWeights& w, const std::vector<float>& x,

@@ -77,7 +77,12 @@ class DecoderLayerRunner {
   void forward(const LayerWeights& w, const std::vector<float>& x, std::vector<float>& out);
 
  private:
+  // Rows per chunk: whole samples, about 4096 tokens.
   int64_t chunk_rows() const;
+  // Causal attention of one sample (q [T, nq], k/v [T, nkv] rows of the chunk) for the query
+  // heads of one KV head, into out [T, nq]. Single-threaded (runs inside a pool task).
+  void attend_sample_head(const float* q, const float* k, const float* v, int64_t kv_head,
+                          float* out) const;
   void gate_up_chunk(const LayerWeights& w, int64_t r0, int64_t rows, float* act);
 
   LayerDims dims_;

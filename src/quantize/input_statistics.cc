@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "backend/cpu/ops.h"
 #include "core/error.h"
+#include "core/thread_pool.h"
+#include "quantize/calibration_kernels.h"
 
 namespace nibble::quantize {
 
@@ -17,33 +18,21 @@ InputStatistics::InputStatistics(int64_t k, bool want_hessian, int64_t keep_ever
 
 void InputStatistics::add(const float* x, int64_t m) {
   if (m <= 0) return;
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = x + r * k_;
-    for (int64_t c = 0; c < k_; ++c) {
-      const float a = std::fabs(row[c]);
-      abs_sum_[size_t(c)] += a;
-      max_abs_[size_t(c)] = std::max(max_abs_[size_t(c)], a);
+  // Columns split over the pool; each column still sums its rows in order.
+  ThreadPool::global().parallel_for(k_, 64, [&](int64_t c0, int64_t c1) {
+    for (int64_t r = 0; r < m; ++r) {
+      const float* row = x + r * k_;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float a = std::fabs(row[c]);
+        abs_sum_[size_t(c)] += a;
+        max_abs_[size_t(c)] = std::max(max_abs_[size_t(c)], a);
+      }
     }
+  });
+  for (int64_t r = 0; r < m; ++r)
     if (keep_every_ > 0 && (n_ + r) % keep_every_ == 0 && kept_count() < keep_max_)
-      kept_.insert(kept_.end(), row, row + k_);
-  }
-  if (!xtx_.empty()) {
-    // XᵀX through the dense matmul kernel (vectorised and spread over the thread pool): with
-    // Xᵀ as both the weight [K, m] and the input [K, m], y[i][j] = Σ_t x[t][i]·x[t][j]. Chunks
-    // keep the f32 partial sums short; the running total is double.
-    constexpr int64_t kChunk = 1024;
-    std::vector<float> xt;
-    std::vector<float> y(static_cast<size_t>(k_ * k_));
-    for (int64_t r0 = 0; r0 < m; r0 += kChunk) {
-      const int64_t rows = std::min(kChunk, m - r0);
-      xt.assign(size_t(k_ * rows), 0.0f);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t c = 0; c < k_; ++c) xt[size_t(c * rows + r)] = x[(r0 + r) * k_ + c];
-      const cpu::DenseMatrix w(cpu::WeightType::F32, k_, rows, xt);
-      cpu::linear(w, nullptr, xt.data(), k_, y.data());
-      for (size_t i = 0; i < y.size(); ++i) xtx_[i] += double(y[i]);
-    }
-  }
+      kept_.insert(kept_.end(), x + r * k_, x + (r + 1) * k_);
+  if (!xtx_.empty()) accumulate_gram(x, m, k_, xtx_.data());
   n_ += m;
 }
 

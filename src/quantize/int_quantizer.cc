@@ -11,6 +11,7 @@
 #include "quant/formats/int_codes.h"
 #include "quant/reference/dequantize.h"
 #include "quant/types.h"
+#include "quantize/calibration_kernels.h"
 #include "quantize/linear_algebra.h"
 #include "quantize/vector_ops.h"
 
@@ -18,6 +19,9 @@ namespace nibble::quantize {
 namespace {
 
 using quant::QuantizedTensor;
+
+// Columns per sub-block of a lazy-batch block (see quantize_int_gptq).
+constexpr int64_t kGptqSubBlock = 16;
 
 struct Grid {
   int32_t maxq = 15;
@@ -230,39 +234,49 @@ QuantizedTensor quantize_int_gptq(std::span<const float> w, int64_t rows, int64_
   ThreadPool& pool = ThreadPool::global();
   for (int64_t i1 = 0; i1 < K; i1 += B) {
     const int64_t i2 = std::min(K, i1 + B);
-    for (int64_t i = i1; i < i2; ++i) {
-      const int64_t k = perm[size_t(i)];
-      int64_t g = 0;
-      if (grouped) g = gptq.static_groups ? k / group : i / group;
-      if (grouped && !gptq.static_groups && i % group == 0) {
-        const int64_t count = std::min(group, K - i);
-        for (int64_t n = 0; n < N; ++n)
-          find_params(wt.data() + i * N + n, count, N, options, grid,
-                      scales[size_t(n * n_groups + g)], zeros[size_t(n * n_groups + g)]);
+    // Inside the block, columns go in sub-blocks: a column's error reaches the rest of its
+    // sub-block at once (axpys), the rest of the block after the sub-block (one small GEMM).
+    // Every weight still receives its updates one at a time in column order, so the result is
+    // the same as column-by-column updates.
+    for (int64_t s1 = i1, s2 = i1; s1 < i2; s1 = s2) {
+      s2 = std::min(i2, s1 + kGptqSubBlock);
+      // A group's parameters come from its columns with every earlier column's update applied
+      // inside this block (as with column-by-column updates): a group starts a sub-block.
+      if (grouped && !gptq.static_groups) s2 = std::min(s2, (s1 / group + 1) * group);
+      for (int64_t i = s1; i < s2; ++i) {
+        const int64_t k = perm[size_t(i)];
+        int64_t g = 0;
+        if (grouped) g = gptq.static_groups ? k / group : i / group;
+        if (grouped && !gptq.static_groups && i % group == 0) {
+          const int64_t count = std::min(group, K - i);
+          for (int64_t n = 0; n < N; ++n)
+            find_params(wt.data() + i * N + n, count, N, options, grid,
+                        scales[size_t(n * n_groups + g)], zeros[size_t(n * n_groups + g)]);
+        }
+        g_idx[size_t(k)] = int32_t(g);
+        const double d = u[size_t(i * K + i)];
+        double* wi = wt.data() + i * N;
+        double* ei = err.data() + (i - i1) * N;
+        for (int64_t n = 0; n < N; ++n) {
+          const float s = scales[size_t(n * n_groups + g)];
+          const int32_t z = zeros[size_t(n * n_groups + g)];
+          const int32_t q = quantize_value(wi[n], s, z, grid.maxq);
+          codes[size_t(n * K + k)] = q;
+          const double deq = double(s) * double(q - z);
+          ei[n] = (wi[n] - deq) / d;
+        }
+        const double* ui = u.data() + i * K;
+        for (int64_t j = i + 1; j < s2; ++j) sub_scaled(wt.data() + j * N, ei, ui[j], N);
       }
-      g_idx[size_t(k)] = int32_t(g);
-      const double d = u[size_t(i * K + i)];
-      double* wi = wt.data() + i * N;
-      double* ei = err.data() + (i - i1) * N;
-      for (int64_t n = 0; n < N; ++n) {
-        const float s = scales[size_t(n * n_groups + g)];
-        const int32_t z = zeros[size_t(n * n_groups + g)];
-        const int32_t q = quantize_value(wi[n], s, z, grid.maxq);
-        codes[size_t(n * K + k)] = q;
-        const double deq = double(s) * double(q - z);
-        ei[n] = (wi[n] - deq) / d;
-      }
-      const double* ui = u.data() + i * K;
-      // Within the block the updates are small (≤ 127 rows of N): serial beats waking the pool.
-      for (int64_t j = i + 1; j < i2; ++j) sub_scaled(wt.data() + j * N, ei, ui[j], N);
+      subtract_product(wt.data() + s2 * N, N, u.data() + s1 * K + s2, K, err.data() + (s1 - i1) * N,
+                       N, i2 - s2, N, s2 - s1);
     }
-    // The block's errors reach the later columns in one pass (GPTQ's lazy batch update).
-    pool.parallel_for(K - i2, std::max<int64_t>(1, (K - i2) / 8), [&](int64_t begin, int64_t end) {
-      for (int64_t j = i2 + begin; j < i2 + end; ++j) {
-        double* wj = wt.data() + j * N;
-        for (int64_t b = 0; b < i2 - i1; ++b)
-          sub_scaled(wj, err.data() + b * N, u[size_t((i1 + b) * K + j)], N);
-      }
+    // The block's errors reach the later columns in one GEMM (GPTQ's lazy batch update), its
+    // rows split over the pool.
+    const int64_t rest = K - i2;
+    pool.parallel_for(rest, 16, [&](int64_t begin, int64_t end) {
+      subtract_product(wt.data() + (i2 + begin) * N, N, u.data() + i1 * K + i2 + begin, K,
+                       err.data(), N, end - begin, N, i2 - i1);
     });
   }
   if (!grouped) g_idx.clear();

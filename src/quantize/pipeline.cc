@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <time.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -156,8 +158,28 @@ double relative_error(const std::vector<float>& w, const std::vector<float>& w_h
   return ref > 0.0 ? err / ref : 0.0;
 }
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
+double process_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
+// Wall and process CPU time (all threads): on a shared machine the CPU time is what the work
+// costs, the wall time also measures the neighbours.
+struct Stamp {
+  Clock::time_point wall = Clock::now();
+  double cpu = process_cpu_seconds();
+};
+struct Span {
+  double wall = 0.0, cpu = 0.0;
+};
+Span since(const Stamp& t0) {
+  return {std::chrono::duration<double>(Clock::now() - t0.wall).count(),
+          process_cpu_seconds() - t0.cpu};
+}
+void add_stage(QuantizedModel& m, const char* stage, Span s) {
+  m.stage_seconds[stage] += s.wall;
+  m.stage_cpu_seconds[stage] += s.cpu;
 }
 
 std::string format_duration(double seconds) {
@@ -236,21 +258,24 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         const int64_t tokens = runner->tokens();
         auto st = std::make_unique<InputStatistics>(
             k, uses_gptq(r.method), std::max<int64_t>(1, tokens / kKeptRows), kKeptRows);
-        double sink_seconds = 0.0;
+        Span sink_time;
         const InputSink sink = [&](InputGroup g, const float* in, int64_t m) {
-          const auto t0 = Clock::now();
+          const Stamp t0;
           if (g == group) st->add(in, m);
-          sink_seconds += seconds_since(t0);
+          const Span s = since(t0);
+          sink_time.wall += s.wall;
+          sink_time.cpu += s.cpu;
         };
-        const auto t0 = Clock::now();
+        const Stamp t0;
         switch (group) {
           case InputGroup::Qkv: runner->observe_qkv(w, x, sink); break;
           case InputGroup::O: runner->run_attention(w, x, sink); break;
           case InputGroup::GateUp: runner->run_o(w, x, sink); break;
           case InputGroup::Down: runner->run_gate_up(w, sink); break;
         }
-        result.stage_seconds["forward"] += seconds_since(t0) - sink_seconds;
-        result.stage_seconds["statistics"] += sink_seconds;
+        const Span total = since(t0);
+        add_stage(result, "forward", {total.wall - sink_time.wall, total.cpu - sink_time.cpu});
+        add_stage(result, "statistics", sink_time);
         stats[group] = std::move(st);
       }
       InputStatistics* st = stats.count(group) ? stats[group].get() : nullptr;
@@ -261,7 +286,7 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
       // Scales folded into the RMSNorm in front of the group: q/k/v and gate/up.
       const bool foldable = group == InputGroup::Qkv || group == InputGroup::GateUp;
       const bool whole_group = group_weights.size() == names.size();
-      const auto search_start = Clock::now();
+      const Stamp search_start;
       if (st && foldable && whole_group &&
           (uses_smoothquant(r.method) || r.method == Method::Awq)) {
         std::vector<float> s;
@@ -283,14 +308,14 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         st->rescale_inputs(eff);
         layer_log += fmt::format(" {}:α={:.2f}", group_name(group), alpha);
       }
-      result.stage_seconds["scale_search"] += seconds_since(search_start);
+      add_stage(result, "scale_search", since(search_start));
 
       // One factorisation of the group's Hessian serves all its linears.
       std::optional<GptqHessian> hessian;
       if (uses_gptq(r.method) && st && st->has_hessian() && !group_weights.empty()) {
-        const auto t0 = Clock::now();
+        const Stamp t0;
         hessian = prepare_gptq_hessian(st->hessian(), k, gptq_options(r));
-        result.stage_seconds["quantize"] += seconds_since(t0);
+        add_stage(result, "quantize", since(t0));
       }
       // Fused layers share NVFP4's second-level scale: the amax of the whole group.
       float group_amax = 0.0f;
@@ -301,22 +326,22 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         if (r.ignored(module)) continue;
         const int64_t rows = dims.rows(n);
         std::vector<float>& wn = w[n];
-        const auto clip_start = Clock::now();
+        const Stamp clip_start;
         if (r.method == Method::Awq && st && st->kept_count() > 0 && n != LinearName::Q &&
             n != LinearName::K) {
           // AWQ leaves q/k unclipped: their errors are amplified by the attention softmax.
           awq_clip(wn, rows, k, st->kept_rows(), st->kept_count(),
                    int_options(r, o.int_scale_dtype));
         }
-        result.stage_seconds["clip_search"] += seconds_since(clip_start);
-        auto t0 = Clock::now();
+        add_stage(result, "clip_search", since(clip_start));
+        Stamp t0;
         quant::LinearScheme scheme = quantize_linear(
             r, o, wn, rows, k, st, hessian ? &*hessian : nullptr, group_amax, module);
-        result.stage_seconds["quantize"] += seconds_since(t0);
-        t0 = Clock::now();
+        add_stage(result, "quantize", since(t0));
+        t0 = Stamp();
         std::vector<float> deq = quant::dequantize(scheme.weight);
         const double rel = relative_error(wn, deq, rows, k, st);
-        result.stage_seconds["error_log"] += seconds_since(t0);
+        add_stage(result, "error_log", since(t0));
         result.report.push_back({module, rel});
         if (!std::isnan(rel)) {
           const std::string_view suffix = linear_suffix(n);
@@ -327,10 +352,10 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
       }
     }
     if (run_model) {
-      const auto t0 = Clock::now();
+      const Stamp t0;
       runner->run_down(w, next);
       x.swap(next);
-      result.stage_seconds["forward"] += seconds_since(t0);
+      add_stage(result, "forward", since(t0));
     }
     if (!o.save_calibration.empty() && run_model)
       save_layer_statistics(o.save_calibration, layer, stats);

@@ -37,6 +37,8 @@ struct QuantizedModel {
   // Wall time per stage: forward (the layer runner), statistics (Hessians, |x|), scale_search
   // (SmoothQuant/AWQ), quantize (RTN/GPTQ/clipping), error_log.
   std::map<std::string, double> stage_seconds;
+  // CPU time of the whole process (all threads) per stage.
+  std::map<std::string, double> stage_cpu_seconds;
 };
 
 struct PipelineOptions {

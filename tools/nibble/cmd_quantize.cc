@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 
 #include "command.h"
@@ -211,17 +212,24 @@ int run_quantize(const QuantizeOptions& o) {
                                    {"calibration_seqlen", model.calibration_seqlen},
                                    {"quantize_seconds", quantize_seconds},
                                    {"total_seconds", total_seconds},
+                                   {"cpu_seconds", double(std::clock()) / CLOCKS_PER_SEC},
                                    {"peak_rss_mib", peak_rss_mib()},
                                    {"stage_seconds", model.stage_seconds},
+                                   {"stage_cpu_seconds", model.stage_cpu_seconds},
                                    {"layers", layers}};
     write_file_atomic(o.report, report.dump(2) + "\n");
   }
   if (!o.quiet) {
     std::fprintf(stderr,
-                 "quantize: wrote %s (%zu quantized linears) in %.1f s, peak RSS %.0f MiB\n",
-                 o.out.c_str(), model.linears.size(), total_seconds, peak_rss_mib());
-    for (const auto& [stage, sec] : model.stage_seconds)
-      std::fprintf(stderr, "quantize:   %s %.1f s\n", stage.c_str(), sec);
+                 "quantize: wrote %s (%zu quantized linears) in %.1f s (CPU %.1f s), peak RSS "
+                 "%.0f MiB\n",
+                 o.out.c_str(), model.linears.size(), total_seconds,
+                 double(std::clock()) / CLOCKS_PER_SEC, peak_rss_mib());
+    for (const auto& [stage, sec] : model.stage_seconds) {
+      const auto cpu = model.stage_cpu_seconds.find(stage);
+      std::fprintf(stderr, "quantize:   %s %.1f s (CPU %.1f s)\n", stage.c_str(), sec,
+                   cpu == model.stage_cpu_seconds.end() ? 0.0 : cpu->second);
+    }
   }
   return 0;
 }

@@ -14,9 +14,11 @@
 #include <thread>
 
 #include "core/error.h"
+#include "formats/memory_checkpoint.h"
 #include "model/loader.h"
 #include "runtime/generator.h"
 #include "runtime/request.h"
+#include "tokenizer/synthetic_tokenizer.h"
 
 namespace nibble {
 namespace {
@@ -28,78 +30,15 @@ std::mt19937& rng() {
   return gen;
 }
 
-class MemoryCheckpoint : public Checkpoint {
- public:
-  void add(const std::string& name, std::vector<int64_t> shape, float scale, float offset = 0) {
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float>& v = values_[name];
-    v.resize(size_t(n));
-    for (float& x : v) x = offset + scale * dist(rng());
-    CheckpointTensor t;
-    t.name = name;
-    t.type = "F32";
-    t.shape = std::move(shape);
-    t.nbytes = v.size() * 4;
-    t.data = reinterpret_cast<const uint8_t*>(v.data());
-    tensors_.push_back(t);
-  }
-  std::string source() const override { return "memory://tiny-engine"; }
-  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
-  const CheckpointTensor* find(std::string_view name) const override {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
-  }
-  std::vector<float> load_f32(std::string_view name) const override {
-    auto it = values_.find(std::string(name));
-    if (it == values_.end()) fail("{}: no tensor {}", source(), name);
-    return it->second;
-  }
-
- private:
-  std::vector<CheckpointTensor> tensors_;
-  std::map<std::string, std::vector<float>> values_;
-};
-
-// SentencePiece-style: <unk> <s> </s>, 256 byte tokens, a few words (265 ids).
-json tokenizer_spec() {
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
-  for (int b = 0; b < 256; ++b) vocab[fmt::format("<0x{:02X}>", b)] = 3 + b;
-  int next = 259;
-  for (const char* word : {"\u2581", "h", "i", "\u2581h", "\u2581hi", "\u00e9"})
-    vocab[word] = next++;
-  return {
-      {"added_tokens",
-       json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}, {"normalized", false}},
-                    {{"id", 2}, {"content", "</s>"}, {"special", true}, {"normalized", false}}})},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         json::array(
-             {{{"type", "Prepend"}, {"prepend", "\u2581"}},
-              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}})}}},
-      {"pre_tokenizer", nullptr},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         json::array({{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
-                      {{"type", "ByteFallback"}},
-                      {{"type", "Fuse"}},
-                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
-      {"model",
-       {{"type", "BPE"},
-        {"vocab", vocab},
-        {"merges", json::array({"\u2581 h", json::array({"\u2581h", "i"})})},
-        {"byte_fallback", true},
-        {"fuse_unk", true},
-        {"unk_token", "<unk>"}}}};
+// Normal(offset, scale) values for a tensor of `shape`.
+void add_random(MemoryCheckpoint& ck, const std::string& name, std::vector<int64_t> shape,
+                float scale, float offset = 0) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = offset + scale * dist(rng());
+  ck.add_f32(name, std::move(shape), v);
 }
 
 ModelConfig tiny_config() {
@@ -119,16 +58,16 @@ ModelConfig tiny_config() {
 }
 
 std::shared_ptr<Checkpoint> tiny_checkpoint(const ModelConfig& c) {
-  auto ck = std::make_shared<MemoryCheckpoint>();
+  auto ck = std::make_shared<MemoryCheckpoint>("memory://tiny-engine");
   const int64_t h = c.hidden_size, d = c.head_dim;
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
-    ck->add(name, {rows, cols}, 1.0f / std::sqrt(float(cols)));
+    add_random(*ck, name, {rows, cols}, 1.0f / std::sqrt(float(cols)));
   };
-  ck->add("model.embed_tokens.weight", {c.vocab_size, h}, 1.0f);
+  add_random(*ck, "model.embed_tokens.weight", {c.vocab_size, h}, 1.0f);
   // A large output scale spreads the logits, so greedy choices are far from ties and do not
   // flip under the tiny rounding differences between batch shapes.
-  ck->add("lm_head.weight", {c.vocab_size, h}, 2.0f);
-  ck->add("model.norm.weight", {h}, 0.2f, 1.0f);
+  add_random(*ck, "lm_head.weight", {c.vocab_size, h}, 2.0f);
+  add_random(*ck, "model.norm.weight", {h}, 0.2f, 1.0f);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     matrix(p + "self_attn.q_proj.weight", c.num_attention_heads * d, h);
@@ -138,8 +77,8 @@ std::shared_ptr<Checkpoint> tiny_checkpoint(const ModelConfig& c) {
     matrix(p + "mlp.gate_proj.weight", c.intermediate_size, h);
     matrix(p + "mlp.up_proj.weight", c.intermediate_size, h);
     matrix(p + "mlp.down_proj.weight", h, c.intermediate_size);
-    ck->add(p + "input_layernorm.weight", {h}, 0.2f, 1.0f);
-    ck->add(p + "post_attention_layernorm.weight", {h}, 0.2f, 1.0f);
+    add_random(*ck, p + "input_layernorm.weight", {h}, 0.2f, 1.0f);
+    add_random(*ck, p + "post_attention_layernorm.weight", {h}, 0.2f, 1.0f);
   }
   return ck;
 }
@@ -154,7 +93,8 @@ class EngineTest : public ::testing::Test {
     s.config = config_;
     s.checkpoint = checkpoint_;
     s.raw_checkpoint = checkpoint_;
-    s.tokenizer = Tokenizer::from_json(tokenizer_spec(), "tiny-tokenizer.json");
+    s.tokenizer =
+        Tokenizer::from_json(byte_fallback_tokenizer_json({"<s>", "</s>"}), "tiny-tokenizer.json");
     s.stop_ids = {2};
     return s;
   }

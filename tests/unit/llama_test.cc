@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "formats/memory_checkpoint.h"
 #include "model/llama.h"
 #include "runtime/kv_cache.h"
 
@@ -21,47 +22,6 @@ std::mt19937& rng() {
   static std::mt19937 gen(std::random_device{}());
   return gen;
 }
-
-// A checkpoint held in memory, with HF tensor names.
-class MemoryCheckpoint : public Checkpoint {
- public:
-  void add(const std::string& name, std::vector<int64_t> shape, std::vector<float> values) {
-    values_[name] = std::move(values);
-    CheckpointTensor t;
-    t.name = name;
-    t.type = "F32";
-    t.shape = std::move(shape);
-    t.nbytes = values_[name].size() * 4;
-    t.data = reinterpret_cast<const uint8_t*>(values_[name].data());
-    tensors_.push_back(t);
-  }
-  void remove(const std::string& name) {
-    std::erase_if(tensors_, [&](const CheckpointTensor& t) { return t.name == name; });
-    values_.erase(name);
-  }
-  void reshape(const std::string& name, std::vector<int64_t> shape) {
-    for (auto& t : tensors_)
-      if (t.name == name) t.shape = shape;
-  }
-  std::string source() const override { return "memory://tiny-llama"; }
-  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
-  const CheckpointTensor* find(std::string_view name) const override {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
-  }
-  std::vector<float> load_f32(std::string_view name) const override {
-    auto it = values_.find(std::string(name));
-    if (it == values_.end()) fail("{}: no tensor {}", source(), name);
-    return it->second;
-  }
-  const std::vector<float>& values(const std::string& name) const { return values_.at(name); }
-  bool has(const std::string& name) const { return values_.count(name) != 0; }
-
- private:
-  std::vector<CheckpointTensor> tensors_;
-  std::map<std::string, std::vector<float>> values_;
-};
 
 struct Variant {
   std::string name;
@@ -104,18 +64,18 @@ std::vector<float> random_values(size_t n, float scale, float offset = 0.0f) {
 }
 
 MemoryCheckpoint tiny_checkpoint(const ModelConfig& c) {
-  MemoryCheckpoint ck;
+  MemoryCheckpoint ck("memory://tiny-llama");
   const int64_t h = c.hidden_size, d = c.head_dim, q = c.num_attention_heads * d,
                 kv = c.num_key_value_heads * d, inter = c.intermediate_size;
   auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
-    ck.add(name, {rows, cols},
-           random_values(static_cast<size_t>(rows * cols), 1.0f / std::sqrt(float(cols))));
+    ck.add_f32(name, {rows, cols},
+               random_values(static_cast<size_t>(rows * cols), 1.0f / std::sqrt(float(cols))));
   };
   auto norm = [&](const std::string& name, int64_t n) {
-    ck.add(name, {n}, random_values(static_cast<size_t>(n), 0.2f, 1.0f));
+    ck.add_f32(name, {n}, random_values(static_cast<size_t>(n), 0.2f, 1.0f));
   };
-  ck.add("model.embed_tokens.weight", {c.vocab_size, h},
-         random_values(static_cast<size_t>(c.vocab_size * h), 1.0f));
+  ck.add_f32("model.embed_tokens.weight", {c.vocab_size, h},
+             random_values(static_cast<size_t>(c.vocab_size * h), 1.0f));
   if (!c.tie_word_embeddings) matrix("lm_head.weight", c.vocab_size, h);
   norm("model.norm.weight", h);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
@@ -125,9 +85,9 @@ MemoryCheckpoint tiny_checkpoint(const ModelConfig& c) {
     matrix(p + "self_attn.v_proj.weight", kv, h);
     matrix(p + "self_attn.o_proj.weight", h, q);
     if (c.attention_bias) {
-      ck.add(p + "self_attn.q_proj.bias", {q}, random_values(static_cast<size_t>(q), 0.3f));
-      ck.add(p + "self_attn.k_proj.bias", {kv}, random_values(static_cast<size_t>(kv), 0.3f));
-      ck.add(p + "self_attn.v_proj.bias", {kv}, random_values(static_cast<size_t>(kv), 0.3f));
+      ck.add_f32(p + "self_attn.q_proj.bias", {q}, random_values(static_cast<size_t>(q), 0.3f));
+      ck.add_f32(p + "self_attn.k_proj.bias", {kv}, random_values(static_cast<size_t>(kv), 0.3f));
+      ck.add_f32(p + "self_attn.v_proj.bias", {kv}, random_values(static_cast<size_t>(kv), 0.3f));
     }
     if (c.qk_norm) {
       norm(p + "self_attn.q_norm.weight", d);
@@ -201,7 +161,7 @@ std::vector<float> plain_forward(const ModelConfig& c, const MemoryCheckpoint& c
                 nkv = c.num_key_value_heads, inter = c.intermediate_size,
                 T = int64_t(tokens.size());
   const auto freqs = inv_freqs(c);
-  const auto& embed = ck.values("model.embed_tokens.weight");
+  const auto& embed = ck.load_f32("model.embed_tokens.weight");
   std::vector<Vec> x(static_cast<size_t>(T), Vec(static_cast<size_t>(h)));
   for (int64_t t = 0; t < T; ++t)
     for (int64_t i = 0; i < h; ++i)
@@ -210,14 +170,17 @@ std::vector<float> plain_forward(const ModelConfig& c, const MemoryCheckpoint& c
     const std::string p = "model.layers." + std::to_string(l) + ".";
     std::vector<Vec> qs, ks, vs;
     for (int64_t t = 0; t < T; ++t) {
-      const Vec hn = rms(x[size_t(t)], ck.values(p + "input_layernorm.weight"), c.rms_norm_eps);
-      Vec q = matvec(ck.values(p + "self_attn.q_proj.weight"), nh * d, h, hn);
-      Vec k = matvec(ck.values(p + "self_attn.k_proj.weight"), nkv * d, h, hn);
-      Vec v = matvec(ck.values(p + "self_attn.v_proj.weight"), nkv * d, h, hn);
+      const Vec hn = rms(x[size_t(t)], ck.load_f32(p + "input_layernorm.weight"), c.rms_norm_eps);
+      Vec q = matvec(ck.load_f32(p + "self_attn.q_proj.weight"), nh * d, h, hn);
+      Vec k = matvec(ck.load_f32(p + "self_attn.k_proj.weight"), nkv * d, h, hn);
+      Vec v = matvec(ck.load_f32(p + "self_attn.v_proj.weight"), nkv * d, h, hn);
       if (c.attention_bias) {
-        for (size_t i = 0; i < q.size(); ++i) q[i] += ck.values(p + "self_attn.q_proj.bias")[i];
-        for (size_t i = 0; i < k.size(); ++i) k[i] += ck.values(p + "self_attn.k_proj.bias")[i];
-        for (size_t i = 0; i < v.size(); ++i) v[i] += ck.values(p + "self_attn.v_proj.bias")[i];
+        const std::vector<float> qb = ck.load_f32(p + "self_attn.q_proj.bias"),
+                                 kb = ck.load_f32(p + "self_attn.k_proj.bias"),
+                                 vb = ck.load_f32(p + "self_attn.v_proj.bias");
+        for (size_t i = 0; i < q.size(); ++i) q[i] += qb[i];
+        for (size_t i = 0; i < k.size(); ++i) k[i] += kb[i];
+        for (size_t i = 0; i < v.size(); ++i) v[i] += vb[i];
       }
       for (int64_t head = 0; head < nh + nkv; ++head) {
         Vec& target = head < nh ? q : k;
@@ -225,7 +188,7 @@ std::vector<float> plain_forward(const ModelConfig& c, const MemoryCheckpoint& c
         if (c.qk_norm) {
           const Vec n = rms(
               target,
-              ck.values(p + (head < nh ? "self_attn.q_norm.weight" : "self_attn.k_norm.weight")),
+              ck.load_f32(p + (head < nh ? "self_attn.q_norm.weight" : "self_attn.k_norm.weight")),
               c.rms_norm_eps, size_t(off), size_t(d));
           std::copy(n.begin(), n.end(), target.begin() + off);
         }
@@ -254,25 +217,25 @@ std::vector<float> plain_forward(const ModelConfig& c, const MemoryCheckpoint& c
             attn[size_t(head * d + i)] +=
                 scores[size_t(j)] / sum * vs[size_t(j)][size_t(kvh * d + i)];
       }
-      const Vec o = matvec(ck.values(p + "self_attn.o_proj.weight"), h, nh * d, attn);
+      const Vec o = matvec(ck.load_f32(p + "self_attn.o_proj.weight"), h, nh * d, attn);
       for (int64_t i = 0; i < h; ++i) x[size_t(t)][size_t(i)] += o[size_t(i)];
       const Vec hn =
-          rms(x[size_t(t)], ck.values(p + "post_attention_layernorm.weight"), c.rms_norm_eps);
-      const Vec g = matvec(ck.values(p + "mlp.gate_proj.weight"), inter, h, hn);
-      const Vec u = matvec(ck.values(p + "mlp.up_proj.weight"), inter, h, hn);
+          rms(x[size_t(t)], ck.load_f32(p + "post_attention_layernorm.weight"), c.rms_norm_eps);
+      const Vec g = matvec(ck.load_f32(p + "mlp.gate_proj.weight"), inter, h, hn);
+      const Vec u = matvec(ck.load_f32(p + "mlp.up_proj.weight"), inter, h, hn);
       Vec act(static_cast<size_t>(inter));
       for (int64_t i = 0; i < inter; ++i)
         act[size_t(i)] = g[size_t(i)] / (1 + std::exp(-g[size_t(i)])) * u[size_t(i)];
-      const Vec down = matvec(ck.values(p + "mlp.down_proj.weight"), h, inter, act);
+      const Vec down = matvec(ck.load_f32(p + "mlp.down_proj.weight"), h, inter, act);
       for (int64_t i = 0; i < h; ++i) x[size_t(t)][size_t(i)] += down[size_t(i)];
     }
   }
   std::vector<float> logits;
   const auto& head =
-      ck.values(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+      ck.load_f32(c.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
   for (int64_t t = 0; t < T; ++t) {
     const Vec out = matvec(head, c.vocab_size, h,
-                           rms(x[size_t(t)], ck.values("model.norm.weight"), c.rms_norm_eps));
+                           rms(x[size_t(t)], ck.load_f32("model.norm.weight"), c.rms_norm_eps));
     for (double v : out) logits.push_back(float(v));
   }
   return logits;

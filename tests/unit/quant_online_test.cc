@@ -16,6 +16,7 @@
 #include "core/numeric.h"
 #include "formats/gguf/gguf_dequant.h"
 #include "formats/gguf/gguf_kquant.h"
+#include "formats/memory_checkpoint.h"
 #include "quant/formats/loaders.h"
 #include "quant/online.h"
 #include "quant/quantized_checkpoint.h"
@@ -385,36 +386,6 @@ TEST(QuantOnline, Q4KBeatsMinMaxAndDecodesConsistently) {
 
 // --- bitsandbytes 4-bit loader -----------------------------------------------------------------
 
-class MemoryCheckpoint final : public Checkpoint {
- public:
-  template <typename T>
-  void add(const std::string& name, const std::string& type, std::vector<int64_t> shape,
-           const std::vector<T>& v) {
-    storage_.emplace_back(v.size() * sizeof(T));
-    std::memcpy(storage_.back().data(), v.data(), storage_.back().size());
-    tensors_.push_back(
-        {name, type, std::move(shape), storage_.back().size(), storage_.back().data()});
-  }
-  std::string source() const override { return "mem"; }
-  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
-  const CheckpointTensor* find(std::string_view name) const override {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
-  }
-  std::vector<float> load_f32(std::string_view name) const override {
-    const CheckpointTensor* t = find(name);
-    if (!t || t->type != "F32") fail("mem: load_f32 '{}'", name);
-    std::vector<float> out(t->nbytes / 4);
-    std::memcpy(out.data(), t->data, t->nbytes);
-    return out;
-  }
-
- private:
-  std::vector<std::vector<uint8_t>> storage_;
-  std::vector<CheckpointTensor> tensors_;
-};
-
 std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 
 // A bnb NF4 layer [N, K] with blocksize 64 and chosen codes; nested when `nested`.
@@ -474,10 +445,10 @@ TEST(QuantBitsandbytes, RefusesWhatItCannotDecode) {
   std::vector<float> absmax(2, 1.0f);
   MemoryCheckpoint custom;
   add_bnb_layer(custom, "l", N, K, codes, absmax, false);
-  // A quant_map that is not NF4 (tensors are found by name: the first 'l.weight.quant_map').
+  // A quant_map that is not NF4 (adding a tensor under an existing name replaces it).
   MemoryCheckpoint m2;
-  m2.add("l.weight.quant_map", "F32", {16}, std::vector<float>(16, 0.5f));
   add_bnb_layer(m2, "l", N, K, codes, absmax, false);
+  m2.add("l.weight.quant_map", "F32", {16}, std::vector<float>(16, 0.5f));
   expect_error([&] { load_bnb_4bit(m2, "l", {}); }, "a custom code table is not supported");
   expect_error([&] { load_bnb_4bit(custom, "l", {true}); },
                "is stored as nf4 but the config's bnb_4bit_quant_type is fp4");

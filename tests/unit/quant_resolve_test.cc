@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "formats/memory_checkpoint.h"
 #include "quant/formats/loaders.h"
 #include "quant/quantized_checkpoint.h"
 #include "quant/reference/dequantize.h"
@@ -31,58 +32,15 @@ void expect_error(F&& f, const std::string& needle) {
   }
 }
 
-class MemoryCheckpoint final : public Checkpoint {
- public:
-  void add(const std::string& name, const std::string& type, std::vector<int64_t> shape,
-           std::vector<uint8_t> bytes) {
-    storage_.push_back(std::move(bytes));
-    CheckpointTensor t;
-    t.name = name;
-    t.type = type;
-    t.shape = std::move(shape);
-    t.nbytes = storage_.back().size();
-    t.data = storage_.back().data();
-    tensors_.push_back(std::move(t));
-  }
-  template <typename T>
-  void add_values(const std::string& name, const std::string& type, std::vector<int64_t> shape,
-                  const std::vector<T>& v) {
-    std::vector<uint8_t> bytes(v.size() * sizeof(T));
-    std::memcpy(bytes.data(), v.data(), bytes.size());
-    add(name, type, std::move(shape), std::move(bytes));
-  }
-  std::string source() const override { return "mem"; }
-  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
-  const CheckpointTensor* find(std::string_view name) const override {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
-  }
-  std::vector<float> load_f32(std::string_view name) const override {
-    const CheckpointTensor* t = find(name);
-    if (!t) fail("mem: no tensor '{}'", name);
-    std::vector<float> out(t->nbytes / 4);
-    if (t->type == "F32")
-      std::memcpy(out.data(), t->data, t->nbytes);
-    else
-      fail("mem: load_f32 of {} not supported in this test", t->type);
-    return out;
-  }
-
- private:
-  std::vector<std::vector<uint8_t>> storage_;  // (vector of vectors: data pointers stay put)
-  std::vector<CheckpointTensor> tensors_;
-};
-
 // A 4-bit GPTQ layer [N=8, K=32], group 32, with every qzeros field = `zero_field`.
 void add_gptq_layer(MemoryCheckpoint& m, const std::string& p, uint32_t zero_field) {
   std::vector<uint32_t> qweight(4 * 8, 0x76543210u);
   uint32_t zeros = 0;
   for (int i = 0; i < 8; ++i) zeros |= zero_field << (4 * i);
-  m.add_values<uint32_t>(p + ".qweight", "I32", {4, 8}, qweight);
-  m.add_values<uint32_t>(p + ".qzeros", "I32", {1, 1}, {zeros});
-  m.add_values<float>(p + ".scales", "F32", {1, 8}, std::vector<float>(8, 0.5f));
-  m.add_values<int32_t>(p + ".g_idx", "I32", {32}, std::vector<int32_t>(32, 0));
+  m.add<uint32_t>(p + ".qweight", "I32", {4, 8}, qweight);
+  m.add<uint32_t>(p + ".qzeros", "I32", {1, 1}, {zeros});
+  m.add<float>(p + ".scales", "F32", {1, 8}, std::vector<float>(8, 0.5f));
+  m.add<int32_t>(p + ".g_idx", "I32", {32}, std::vector<int32_t>(32, 0));
 }
 
 TEST(QuantResolve, DetectsEachMethodFromQuantMethod) {
@@ -289,9 +247,9 @@ TEST(QuantLoaders, GptqSymmetricBecomesSignedAndChecksShapes) {
 TEST(QuantLoaders, AwqGemvShapedTensorsAreRefused) {
   MemoryCheckpoint m;
   // GEMV layout of an [N=8, K=32] layer: qweight [N, K/8], scales [N, groups·8].
-  m.add_values<uint32_t>("l.qweight", "I32", {8, 4}, std::vector<uint32_t>(32, 0));
-  m.add_values<uint32_t>("l.qzeros", "I32", {8, 1}, std::vector<uint32_t>(8, 0));
-  m.add_values<float>("l.scales", "F32", {8, 8}, std::vector<float>(64, 1.0f));
+  m.add<uint32_t>("l.qweight", "I32", {8, 4}, std::vector<uint32_t>(32, 0));
+  m.add<uint32_t>("l.qzeros", "I32", {8, 1}, std::vector<uint32_t>(8, 0));
+  m.add<float>("l.scales", "F32", {8, 8}, std::vector<float>(64, 1.0f));
   expect_error([&] { load_awq(m, "l", {4, 32}); }, "GEMV-layout checkpoint");
 }
 
@@ -301,9 +259,9 @@ TEST(QuantLoaders, AwqInterleaveDecodesColumnsInOrder) {
   const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
   uint32_t word = 0;
   for (int i = 0; i < 8; ++i) word |= uint32_t(order[i]) << (4 * i);
-  m.add_values<uint32_t>("l.qweight", "I32", {32, 1}, std::vector<uint32_t>(32, word));
-  m.add_values<uint32_t>("l.qzeros", "I32", {1, 1}, {0u});
-  m.add_values<float>("l.scales", "F32", {1, 8}, std::vector<float>(8, 1.0f));
+  m.add<uint32_t>("l.qweight", "I32", {32, 1}, std::vector<uint32_t>(32, word));
+  m.add<uint32_t>("l.qzeros", "I32", {1, 1}, {0u});
+  m.add<float>("l.scales", "F32", {1, 8}, std::vector<float>(8, 1.0f));
   const auto w = dequantize(load_awq(m, "l", {4, -1}));
   for (int n = 0; n < 8; ++n) EXPECT_EQ(w[size_t(n * 32)], float(n));
 }
@@ -311,8 +269,8 @@ TEST(QuantLoaders, AwqInterleaveDecodesColumnsInOrder) {
 TEST(QuantLoaders, AdapterPresentsDenseWeightAndHidesStorage) {
   auto m = std::make_shared<MemoryCheckpoint>();
   add_gptq_layer(*m, "model.layers.0.self_attn.q_proj", 0x7);
-  m->add_values<float>("model.norm.weight", "F32", {8}, std::vector<float>(8, 1.0f));
-  m->add_values<float>("model.layers.0.self_attn.k_scale", "F32", {1}, {1.0f});
+  m->add<float>("model.norm.weight", "F32", {8}, std::vector<float>(8, 1.0f));
+  m->add<float>("model.layers.0.self_attn.k_scale", "F32", {1}, {1.0f});
   QuantizedCheckpoint q(
       m, parse_quantization_config(json{{"quant_method", "gptq"}, {"group_size", 32}}, "c"));
   ASSERT_NE(q.find("model.layers.0.self_attn.q_proj.weight"), nullptr);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "tokenizer/incremental_detokenizer.h"
+#include "tokenizer/synthetic_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/unicode_text.h"
 
@@ -15,43 +16,8 @@ namespace {
 
 using nlohmann::json;
 
-// A SentencePiece-style vocabulary: byte tokens, a few words, Llama-2's decoder chain.
-json byte_fallback_spec() {
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}};
-  for (int b = 0; b < 256; ++b) vocab[fmt::format("<0x{:02X}>", b)] = 3 + b;
-  int next = 259;
-  for (const char* word : {"\u2581", "h", "i", "\u2581h", "\u2581hi", "\u00e9"})
-    vocab[word] = next++;
-  return {
-      {"added_tokens",
-       json::array({{{"id", 1}, {"content", "<s>"}, {"special", true}, {"normalized", false}}})},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         json::array(
-             {{{"type", "Prepend"}, {"prepend", "\u2581"}},
-              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}})}}},
-      {"pre_tokenizer", nullptr},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         json::array({{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
-                      {{"type", "ByteFallback"}},
-                      {{"type", "Fuse"}},
-                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
-      {"model",
-       {{"type", "BPE"},
-        {"vocab", vocab},
-        {"merges", json::array({"\u2581 h", json::array({"\u2581h", "i"})})},
-        {"byte_fallback", true},
-        {"fuse_unk", true},
-        {"unk_token", "<unk>"}}}};
-}
+// Byte tokens, a few words, Llama-2's decoder chain; <s>=1, </s>=2, <0x00>=3.
+json byte_fallback_spec() { return byte_fallback_tokenizer_json({"<s>", "</s>"}); }
 
 TEST(TokenizerBpe, ByteFallbackAndMerges) {
   auto tokenizer = Tokenizer::from_json(byte_fallback_spec(), "test.json");

@@ -4,17 +4,15 @@
 
 #include <cerrno>
 #include <cstring>
-#include <random>
 #include <vector>
 
+#include "core/atomic_output.h"
 #include "core/error.h"
 
 namespace nibble {
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path target) : target_(std::move(target)) {
-  std::random_device rd;
-  temp_ = target_;
-  temp_ += fmt::format(".tmp-{:08x}", rd());
+  temp_ = partial_file_path(target_);
   file_ = std::fopen(temp_.c_str(), "wb");
   if (file_ == nullptr) fail("{}: cannot create: {}", temp_.string(), std::strerror(errno));
 }
@@ -52,6 +50,7 @@ void AtomicFileWriter::commit() {
   std::filesystem::rename(temp_, target_, ec);
   if (ec) fail("{}: cannot rename into place: {}", target_.string(), ec.message());
   committed_ = true;
+  fsync_path(target_.parent_path().empty() ? std::filesystem::path(".") : target_.parent_path());
 }
 
 void write_file_atomic(const std::filesystem::path& target, std::string_view contents) {

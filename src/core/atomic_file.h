@@ -1,6 +1,7 @@
 #pragma once
 // Writes a file so that it is either complete or absent: data goes to a temporary file
-// in the same directory, is flushed to disk, and only then renamed over the target.
+// in the same directory (<target>.partial-<pid>-<random>, see core/atomic_output.h), is
+// flushed to disk, and only then renamed over the target; the directory is synced after.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>

@@ -3,10 +3,10 @@
 #include <fmt/format.h>
 
 #include <cstring>
-#include <random>
 #include <set>
 
 #include "core/atomic_file.h"
+#include "core/atomic_output.h"
 #include "core/error.h"
 #include "core/numeric.h"
 #include "formats/hf/hf_config.h"
@@ -161,10 +161,9 @@ void write_export_directory(const ModelSource& source, const std::filesystem::pa
   std::error_code ec;
   if (std::filesystem::exists(out, ec) && !force)
     fail("--out {}: already exists (pass --force to replace it)", out.string());
-  auto temp = out;
-  temp += fmt::format(".partial-{:08x}", std::random_device{}());
-  std::filesystem::create_directories(temp);
-  try {
+  AtomicOutputDirectory output(out, force);
+  const std::filesystem::path& temp = output.path();
+  {
     std::vector<SafetensorsTensorSpec> specs;
     std::map<std::string, size_t> index;
     for (size_t i = 0; i < tensors.size(); ++i) {
@@ -195,12 +194,8 @@ void write_export_directory(const ModelSource& source, const std::filesystem::pa
     for (const auto& [name, value] : side_files)
       write_file_atomic(temp / name, value.dump(2) + "\n");
     write_tokenizer_files(source, temp);
-  } catch (...) {
-    std::filesystem::remove_all(temp, ec);
-    throw;
   }
-  if (std::filesystem::exists(out, ec)) std::filesystem::remove_all(out);
-  std::filesystem::rename(temp, out);
+  output.commit();
 }
 
 }  // namespace nibble::quantize

@@ -1,13 +1,13 @@
 // `nibble convert`: GGUF -> HF directory (dequantized), HF directory -> GGUF.
-// Output is built in a temporary sibling and renamed into place at the end, so
-// an interrupted conversion never leaves something that looks like a valid
-// model.
+// Output is built in a temporary sibling and renamed into place at the end
+// (core/atomic_output.h), so an interrupted conversion never leaves something
+// that looks like a valid model.
 #include <cstdio>
-#include <random>
 
 #include "command.h"
 #include "convert_gguf.h"
 #include "core/atomic_file.h"
+#include "core/atomic_output.h"
 #include "core/error.h"
 #include "core/numeric.h"
 #include "formats/hf/hf_config.h"
@@ -94,17 +94,9 @@ int run_convert(const ConvertOptions& o) {
     return 0;
   }
   const DType dtype = parse_dtype(o.dtype);
-  auto temp = out;
-  temp += fmt::format(".partial-{:08x}", std::random_device{}());
-  std::filesystem::create_directories(temp);
-  try {
-    write_hf_directory(source, temp, dtype);
-  } catch (...) {
-    std::filesystem::remove_all(temp, ec);
-    throw;
-  }
-  if (std::filesystem::exists(out, ec)) std::filesystem::remove_all(out);
-  std::filesystem::rename(temp, out);
+  AtomicOutputDirectory output(out, o.force);
+  write_hf_directory(source, output.path(), dtype);
+  output.commit();
   std::printf("wrote %s\n", out.string().c_str());
   return 0;
 }

@@ -7,6 +7,7 @@
 
 #include "command.h"
 #include "core/atomic_file.h"
+#include "core/atomic_output.h"
 #include "core/error.h"
 #include "core/numeric.h"
 #include "core/thread_pool.h"
@@ -222,13 +223,8 @@ int run_synth(const SynthOptions& o) {
   config_json["torch_dtype"] = o.dtype;
   ModelConfig config = parse_hf_config(config_json, o.config);
   const std::filesystem::path out(o.out);
-  std::error_code ec;
-  if (std::filesystem::exists(out, ec) && !o.force)
-    fail("{}: already exists (pass --force to replace it)", out.string());
-  auto temp = out;
-  temp += ".partial";
-  std::filesystem::remove_all(temp, ec);
-  std::filesystem::create_directories(temp);
+  AtomicOutputDirectory output(out, o.force);
+  const std::filesystem::path& temp = output.path();
   SafetensorsWriter writer(temp / "model.safetensors", tensor_specs(config, dtype));
   for (const auto& spec : writer.order()) {
     const bool is_norm = spec.name.find("norm") != std::string::npos;
@@ -236,8 +232,7 @@ int run_synth(const SynthOptions& o) {
   }
   writer.commit();
   write_file_atomic(temp / "config.json", hf_config_to_json(config).dump(2) + "\n");
-  if (std::filesystem::exists(out, ec)) std::filesystem::remove_all(out);
-  std::filesystem::rename(temp, out);
+  output.commit();
   std::printf("wrote %s (%s, random weights, no tokenizer)\n", out.string().c_str(),
               o.config.c_str());
   return 0;

@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstring>
 
+#include "core/atomic_output.h"
 #include "core/error.h"
 #include "core/numeric.h"
 #include "formats/gguf/gguf_dequant.h"
@@ -91,6 +92,9 @@ void add_tokenizer_metadata(const ModelSource& source, gguf::GgufWriter& writer)
 void write_gguf_from_source(const ModelSource& source, const std::filesystem::path& out,
                             const std::string& type_name) {
   const gguf::GgmlType weight_type = parse_ggml_type(type_name);
+  // The file itself is written under a partial name and renamed (AtomicFileWriter); a
+  // leftover of an interrupted run goes first.
+  remove_stale_partials(out);
   gguf::GgufWriter writer(out);
   writer.add_string("general.name", source.path.stem().string());
   for (auto& [key, value] : gguf::gguf_metadata_from_model_config(source.config))

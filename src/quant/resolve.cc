@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <set>
 
 #include "core/error.h"
@@ -29,7 +30,13 @@ class Fields {
     if (!j_.is_object()) fail("{}: expected a JSON object, got {}", where_, j_.dump());
   }
   bool has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
-  const json& raw(const char* key) const { return j_[key]; }
+  // A missing key reads as null: const operator[] on a missing key is undefined behaviour
+  // (nlohmann asserts), and configs omit optional keys all the time.
+  const json& raw(const char* key) const {
+    static const json kNull;
+    const auto it = j_.find(key);
+    return it == j_.end() ? kNull : *it;
+  }
   int64_t integer(const char* key, int64_t fallback) const {
     if (!has(key)) return fallback;
     if (!j_[key].is_number_integer())
@@ -192,15 +199,27 @@ CtWeightArgs parse_ct_weight_args(const Fields& a) {
       w.block_rows = bs[0].get<int64_t>();
       w.block_cols = bs[1].get<int64_t>();
     } else if (bs.is_string()) {
+      // "128x128", as older compressed-tensors wrote it; std::stoll would throw
+      // std::invalid_argument / out_of_range on anything else.
       const std::string s = bs.get<std::string>();
       const auto x = s.find('x');
+      const auto number = [&](std::string_view part) {
+        int64_t v = 0;
+        const auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
+        if (part.empty() || ec != std::errc() || end != part.data() + part.size())
+          fail("{}: block_structure '{}' (expected [rows, cols] or \"ROWSxCOLS\")", a.where(), s);
+        return v;
+      };
       if (x == std::string::npos)
         fail("{}: block_structure '{}' (expected [rows, cols])", a.where(), s);
-      w.block_rows = std::stoll(s.substr(0, x));
-      w.block_cols = std::stoll(s.substr(x + 1));
+      w.block_rows = number(std::string_view(s).substr(0, x));
+      w.block_cols = number(std::string_view(s).substr(x + 1));
     } else {
       fail("{}: strategy 'block' needs block_structure [rows, cols]", a.where());
     }
+    NIBBLE_CHECK(w.block_rows > 0 && w.block_cols > 0,
+                 "{}: block_structure [{}, {}] must be positive", a.where(), w.block_rows,
+                 w.block_cols);
   }
   if (a.has("actorder")) {
     const json& ao = a.raw("actorder");

@@ -6,6 +6,8 @@
 # exits non-zero, naming each reproducer (build/fuzz/work/crashes/<target>/...).
 # Reproduce one: build/fuzz/fuzz/<target> <reproducer file>
 # Usage: fuzz/run.sh [seconds per target (default 30)] [target ...]   (default: every target)
+# NIBBLE_FUZZ_FORK=N runs N worker processes per target (libFuzzer -fork=N) on a machine with
+# cores to spare; NIBBLE_FUZZ_BUILD picks the build directory.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -36,6 +38,7 @@ for target in "${targets[@]}"; do
   options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
     -artifact_prefix="$crashes/")
   [ -f "fuzz/dict/$target.dict" ] && options+=(-dict="fuzz/dict/$target.dict")
+  [ "${NIBBLE_FUZZ_FORK:-0}" -gt 0 ] && options+=(-fork="$NIBBLE_FUZZ_FORK")
   echo "== $target: ${seconds}s"
   if "$build/fuzz/$target" "${options[@]}" "$corpus" "fuzz/corpus/$target" >"$log" 2>&1; then
     execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"

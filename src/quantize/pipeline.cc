@@ -14,6 +14,7 @@
 #include "core/numeric.h"
 #include "formats/gguf/gguf_dequant.h"
 #include "formats/gguf/gguf_file.h"
+#include "formats/gguf/gguf_kquant.h"
 #include "model/linear_builder.h"
 #include "model/loader.h"
 #include "quant/reference/dequantize.h"
@@ -48,7 +49,8 @@ IntQuantOptions int_options(const Recipe& r, quant::ScaleDType scale_dtype) {
 
 quant::QuantizedTensor quantize_gguf(const std::vector<float>& w, int64_t rows, int64_t cols,
                                      int type, const std::string& module) {
-  const auto t = static_cast<gguf::GgmlType>(type);
+  // Rows that do not fill K-quant super-blocks take llama.cpp's fallback type.
+  const auto t = gguf::kquant_row_type(static_cast<gguf::GgmlType>(type), cols);
   NIBBLE_CHECK(gguf::can_quantize(t), "{}: nibble has no quantizer for GGUF type {}", module,
                gguf::type_name(t));
   const auto traits = gguf::type_traits(t);
@@ -57,7 +59,7 @@ quant::QuantizedTensor quantize_gguf(const std::vector<float>& w, int64_t rows, 
                gguf::type_name(t));
   quant::QuantizedTensor q;
   q.elem = quant::ElemType::GgufBlock;
-  q.gguf_type = type;
+  q.gguf_type = int(t);
   q.rows = rows;
   q.cols = cols;
   q.row_bytes = int64_t(gguf::row_bytes(t, cols));

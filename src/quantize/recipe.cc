@@ -88,7 +88,7 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
   } else {
     fail(
         "--scheme: unknown value '{}' (expected W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, "
-        "FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0)",
+        "FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0, Q4_K)",
         s);
   }
   if (group_size_flag != 0) {

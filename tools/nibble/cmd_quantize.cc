@@ -15,6 +15,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "formats/gguf/gguf_dequant.h"
+#include "formats/gguf/gguf_kquant.h"
 #include "formats/npy.h"
 #include "formats/safetensors/safetensors_writer.h"
 #include "model/loader.h"
@@ -111,8 +112,8 @@ int run_quantize(const QuantizeOptions& o) {
     // the file is written by the same code as `nibble convert`, tokenizer metadata included.
     NIBBLE_CHECK(recipe.method == quantize::Method::Rtn,
                  "--format gguf: GGUF block types are quantized round-to-nearest (--method rtn)");
-    NIBBLE_CHECK(recipe.scheme == "Q4_0" || recipe.scheme == "Q8_0",
-                 "--format gguf: nibble quantize writes Q4_0 and Q8_0 (Q4_K is not yet exported)");
+    NIBBLE_CHECK(recipe.scheme == "Q4_0" || recipe.scheme == "Q8_0" || recipe.scheme == "Q4_K",
+                 "--format gguf: nibble quantize writes Q4_0, Q8_0 and Q4_K");
     NIBBLE_CHECK(recipe.ignore.empty(), "--format gguf: --ignore is not supported for GGUF output");
   }
   NIBBLE_CHECK(!o.out.empty(), "--out is required");
@@ -139,10 +140,11 @@ int run_quantize(const QuantizeOptions& o) {
   if (recipe.format == "gguf") {
     // llama.cpp quantizes the embedding (and an untied output matrix) to the file type too;
     // the in-memory model sees the same rounded values.
-    const auto type = static_cast<gguf::GgmlType>(recipe.gguf_type);
     for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
       const CheckpointTensor* t = source.checkpoint->find(name);
       if (!t || t->shape.size() != 2 || t->shape[1] % 32 != 0) continue;
+      const auto type =
+          gguf::kquant_row_type(static_cast<gguf::GgmlType>(recipe.gguf_type), t->shape[1]);
       std::vector<float> values = source.checkpoint->load_f32(name);
       std::vector<uint8_t> row(gguf::row_bytes(type, t->shape[1]));
       for (int64_t r = 0; r < t->shape[0]; ++r) {
@@ -238,11 +240,12 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
   auto o = std::make_shared<QuantizeOptions>();
   app.description(
       "Quantize an unquantized HF model offline with calibration (rtn, gptq, awq, smoothquant) "
-      "and export it (compressed-tensors, gptq, awq, fp8; gguf Q4_0/Q8_0)");
+      "and export it (compressed-tensors, gptq, awq, fp8, modelopt; gguf Q4_0/Q8_0/Q4_K)");
   app.add_option("--model-path,-m", o->model_path, "HF model directory (bf16/f16/f32) or GGUF")
       ->required();
-  app.add_option("--scheme", o->scheme,
-                 "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0")
+  app.add_option(
+         "--scheme", o->scheme,
+         "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0, Q4_K")
       ->capture_default_str();
   app.add_option("--method", o->method,
                  "rtn, gptq, awq, smoothquant or smoothquant+gptq (default: gptq for integer "

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/numeric.h"
 #include "formats/gguf/gguf_dequant.h"
+#include "formats/gguf/gguf_kquant.h"
 #include "formats/gguf/gguf_model_config.h"
 #include "formats/gguf/gguf_writer.h"
 #include "model/gguf_names.h"
@@ -21,12 +22,13 @@ gguf::GgmlType parse_ggml_type(std::string name) {
   if (name == "FLOAT16") name = "F16";
   if (name == "BFLOAT16") name = "BF16";
   for (auto t : {gguf::GgmlType::F32, gguf::GgmlType::F16, gguf::GgmlType::BF16,
-                 gguf::GgmlType::Q8_0, gguf::GgmlType::Q4_0, gguf::GgmlType::Q4_1}) {
+                 gguf::GgmlType::Q8_0, gguf::GgmlType::Q4_0, gguf::GgmlType::Q4_1,
+                 gguf::GgmlType::Q4_K}) {
     if (gguf::type_name(t) == name) return t;
   }
   fail(
       "--dtype: '{}' is not a GGUF output type nibble writes (F32, F16, BF16, "
-      "Q8_0, Q4_0, Q4_1)",
+      "Q8_0, Q4_0, Q4_1, Q4_K)",
       name);
 }
 
@@ -109,8 +111,10 @@ void write_gguf_from_source(const ModelSource& source, const std::filesystem::pa
     // biases) stay F32.
     gguf::GgmlType type = gguf::GgmlType::F32;
     if (t.shape.size() == 2) {
-      const auto traits = gguf::type_traits(weight_type);
-      if (traits && t.shape[1] % traits->block_elems == 0) type = weight_type;
+      // Q4_K rows that are not whole super-blocks fall back to Q5_0 (gguf_kquant.h).
+      const gguf::GgmlType row_type = gguf::kquant_row_type(weight_type, t.shape[1]);
+      const auto traits = gguf::type_traits(row_type);
+      if (traits && t.shape[1] % traits->block_elems == 0) type = row_type;
     }
     const bool permute =
         arch == "llama" && (t.name.ends_with("q_proj.weight") || t.name.ends_with("k_proj.weight"));

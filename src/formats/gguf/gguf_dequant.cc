@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "core/numeric.h"
+#include "formats/gguf/gguf_kquant.h"
 
 namespace nibble::gguf {
 namespace {
@@ -335,7 +336,7 @@ bool can_dequantize(GgmlType type) { return is_plain(type) || block_dequantizer(
 
 bool can_quantize(GgmlType type) {
   return type == GgmlType::F32 || type == GgmlType::F16 || type == GgmlType::BF16 ||
-         block_quantizer(type) != nullptr;
+         type == GgmlType::Q4_K || block_quantizer(type) != nullptr;
 }
 
 uint64_t row_bytes(GgmlType type, int64_t n_elements) {
@@ -393,6 +394,7 @@ void quantize_row(GgmlType type, const float* src, uint8_t* dst, int64_t n_eleme
         std::memcpy(dst + 2 * i, &h, 2);
       }
       return;
+    case GgmlType::Q4_K: quantize_row_q4_k(src, dst, n_elements); return;
     default: break;
   }
   const QuantFn fn = block_quantizer(type);

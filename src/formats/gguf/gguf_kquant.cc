@@ -171,4 +171,9 @@ void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements) {
     quantize_block(src + b * kQ4KBlockElems, dst + b * kQ4KBlockBytes);
 }
 
+GgmlType kquant_row_type(GgmlType requested, int64_t row_elems) {
+  if (requested == GgmlType::Q4_K && row_elems % kQ4KBlockElems != 0) return GgmlType::Q5_0;
+  return requested;
+}
+
 }  // namespace nibble::gguf

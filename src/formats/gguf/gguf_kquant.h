@@ -7,6 +7,8 @@
 // importance matrix. The blocks dequantize with gguf_dequant.h (and gguf-py) like any Q4_K.
 #include <cstdint>
 
+#include "formats/gguf/gguf_file.h"
+
 namespace nibble::gguf {
 
 inline constexpr int kQ4KBlockElems = 256;
@@ -15,5 +17,12 @@ inline constexpr int kQ4KBlockBytes = 144;
 // `n_elements` must be a multiple of 256 (Error otherwise); `dst` receives
 // n_elements / 256 * 144 bytes.
 void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements);
+
+// The type a matrix whose rows have `row_elems` values is written in when `requested` is asked
+// for: K-quants need rows of whole 256-element super-blocks, and like llama.cpp's quantizer a
+// row that is not falls back to a 32-element type of at least the same precision (Q4_K → Q5_0:
+// Q4_0 would lose a bit per weight against the 4.5 bits of Q4_K, Q5_0 spends 5.5). Other types
+// are returned as they are.
+GgmlType kquant_row_type(GgmlType requested, int64_t row_elems);
 
 }  // namespace nibble::gguf

@@ -38,9 +38,9 @@ def stream_text(server, prompt, max_tokens):
 def test_64_concurrent_streams_equal_sequential(server):
     # Prompts of different lengths, so that the batch mixes prefill and decode of ragged rows.
     prompts = [f"{'Once more, ' * (i % 5)}the number {i} is" for i in range(64)]
-    sequential = [stream_text(server, p, 3) for p in prompts]
+    sequential = [stream_text(server, p, 2) for p in prompts]
     with concurrent.futures.ThreadPoolExecutor(64) as pool:
-        together = list(pool.map(lambda p: stream_text(server, p, 3), prompts))
+        together = list(pool.map(lambda p: stream_text(server, p, 2), prompts))
     assert all(sequential)
     assert together == sequential
     status, body = server.json("GET", "/health", auth=False)
@@ -61,7 +61,7 @@ def eval_json(nibble_bin, *args):
 
 def test_gsm8k_base_url_equals_in_process(server, nibble_bin, default_gguf, shared_data):
     task = ["gsm8k", "--data-dir", shared_data, "--limit", 2, "--shots", 1,
-            "--max-new-tokens", 24]
+            "--max-new-tokens", 16]
     local = eval_json(nibble_bin, *task, "--model-path", default_gguf, "--threads", 2)
     remote = eval_json(nibble_bin, *task, "--base-url", server.base)
     assert [i["output"] for i in remote["per_item"]] == [i["output"] for i in local["per_item"]]
@@ -70,11 +70,11 @@ def test_gsm8k_base_url_equals_in_process(server, nibble_bin, default_gguf, shar
 
 
 def test_lambada_base_url_equals_in_process(server, nibble_bin, default_gguf, shared_data):
-    task = ["lambada", "--data-dir", shared_data, "--limit", 4]
+    task = ["lambada", "--data-dir", shared_data, "--limit", 3]
     loglik = eval_json(nibble_bin, *task, "--model-path", default_gguf, "--threads", 2)
-    by_generation = eval_json(nibble_bin, *task, "--by-generation", "--max-new-tokens", 6,
+    by_generation = eval_json(nibble_bin, *task, "--by-generation", "--max-new-tokens", 5,
                               "--model-path", default_gguf, "--threads", 2)
-    remote = eval_json(nibble_bin, *task, "--max-new-tokens", 6, "--base-url", server.base)
+    remote = eval_json(nibble_bin, *task, "--max-new-tokens", 5, "--base-url", server.base)
     assert remote["ppl"] is None
     assert [i["output"] for i in remote["per_item"]] == \
         [i["output"] for i in by_generation["per_item"]]

@@ -5,8 +5,12 @@
 (b) ARC-Easy picks by log-likelihood match a transformers computation with
     lm-evaluation-harness conventions on >= 99.5% of items (ARC_ITEMS items: 40 by default to
     keep the suite short, 200 with NIBBLE_EVAL_FULL=1);
-(c) the quality gate fails on a deliberately broken checkpoint and passes on Q8_0.
+(c) the quality gate fails on a deliberately broken checkpoint and passes on Q8_0;
+(d) the HTML report is self-contained and charts the weight error of every linear layer, which
+    points at the damaged layers of the broken checkpoint and agrees with gguf-py's
+    dequantization of the Q8_0 file; several models are compared side by side.
 """
+import re
 import json
 import os
 import subprocess
@@ -17,6 +21,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_torch = pytest.importorskip("safetensors.torch")
+gguf = pytest.importorskip("gguf")
 
 CONTEXT = 512
 STRIDE = 256  # overlapping windows exercise the "score only new tokens" rule
@@ -132,14 +137,39 @@ def test_arc_easy_picks_match_transformers(nibble_bin, default_gguf, reference, 
     assert same_norm / len(rows) >= 0.995
 
 
-def run_validate(nibble_bin, model, reference, shared_data, tmp_path, name):
+N_LINEAR = 30 * 7  # SmolLM2-135M: 30 blocks of q, k, v, o, gate, up, down
+
+
+def run_validate(nibble_bin, model, reference, shared_data, tmp_path, name, extra=(),
+                 windows="2"):
     out = tmp_path / f"{name}.json"
     report = tmp_path / f"{name}.html"
-    proc = subprocess.run(
-        [str(nibble_bin), "validate", "--model", str(model), "--reference", str(reference),
-         "--data-dir", str(shared_data), "--max-windows", "2", "--json", str(out), "--report",
-         str(report)], capture_output=True, text=True)
+    models = model if isinstance(model, (list, tuple)) else [model]
+    argv = [str(nibble_bin), "validate", "--reference", str(reference), "--data-dir",
+            str(shared_data), "--max-windows", windows, "--json", str(out), "--report", str(report)]
+    for m in models:
+        argv += ["--model", str(m)]
+    proc = subprocess.run(argv + list(extra), capture_output=True, text=True)
     return proc, json.loads(out.read_text()), report.read_text()
+
+
+def assert_self_contained(html):
+    """One file: nothing fetched, nothing run (internal #anchors are fine)."""
+    lowered = html.lower()
+    for needle in ("http://", "https://", "<script", "<link", "<img", "<iframe", "src=", "url(",
+                   "@import"):
+        assert needle not in lowered, needle
+    assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', html))
+
+
+def layer_bars(html):
+    """data-layer names of the per-layer chart bars, in page order."""
+    return re.findall(r'<rect data-layer="([^"]+)"', html)
+
+
+def gguf_weight(reader, name):
+    t = next(t for t in reader.tensors if t.name == name)
+    return gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float64)
 
 
 def test_gate_passes_q8_0_and_fails_broken_model(nibble_bin, default_gguf, shared_data, tmp_path):
@@ -150,6 +180,23 @@ def test_gate_passes_q8_0_and_fails_broken_model(nibble_bin, default_gguf, share
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert result["passed"] and result["scheme_family"] == "8-bit"
     assert "<svg" in html and "PASSED" in html
+    assert_self_contained(html)
+    # One bar per linear layer, named as the JSON names them.
+    layers = result["layers"]
+    assert len(layers) == N_LINEAR
+    assert layer_bars(html) == [l["name"] for l in layers]
+    assert len(set(layer_bars(html))) == N_LINEAR
+    assert all(l["format"] == "Q8_0" for l in layers)
+    # The relative Frobenius error, recomputed from both files with gguf-py (q/k rows are
+    # permuted the same way in both GGUF files, which leaves the norms unchanged).
+    ref_reader, q8_reader = gguf.GGUFReader(str(default_gguf)), gguf.GGUFReader(str(q8))
+    for hf_name, gguf_name in (("model.layers.0.self_attn.q_proj", "blk.0.attn_q.weight"),
+                               ("model.layers.29.mlp.down_proj", "blk.29.ffn_down.weight")):
+        w_ref, w_q8 = gguf_weight(ref_reader, gguf_name), gguf_weight(q8_reader, gguf_name)
+        expected = np.linalg.norm(w_q8 - w_ref) / np.linalg.norm(w_ref)
+        ours = next(l for l in layers if l["name"] == hf_name)["relative_error"]
+        assert abs(ours - expected) <= 1e-6 * expected + 1e-12, (hf_name, ours, expected)
+    assert all(0 < l["relative_error"] < 0.02 for l in layers)
 
     # A plausible-looking but damaged checkpoint: the MLP down projections of a few layers
     # scaled by 1.5 (as a wrong dequantization scale would do).
@@ -169,3 +216,35 @@ def test_gate_passes_q8_0_and_fails_broken_model(nibble_bin, default_gguf, share
     assert "kld_mean" in failing
     assert "kld_mean" in proc.stderr
     assert "FAILED" in html
+    assert_self_contained(html)
+    # The per-layer weight error points at the damaged layers: x1.5 is a relative error of 0.5
+    # there, against bf16 rounding (< 0.01) everywhere else.
+    by_error = sorted(result["layers"], key=lambda l: -l["relative_error"])
+    assert {l["name"] for l in by_error[:3]} == {f"model.layers.{i}.mlp.down_proj" for i in (2, 9, 17)}
+    assert all(abs(l["relative_error"] - 0.5) < 0.01 for l in by_error[:3])
+    assert by_error[3]["relative_error"] < 0.01
+    assert len(layer_bars(html)) == N_LINEAR
+
+    # Side by side: both models against the same reference in one run; the exit status
+    # reports the failing one by name.
+    proc, result, html = run_validate(nibble_bin, [q8, broken], default_gguf, shared_data,
+                                      tmp_path, "both", windows="1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    models = result["models"]
+    assert [m["label"] for m in models] == ["q8_0.gguf", "broken"]
+    assert [m["passed"] for m in models] == [True, False]
+    assert not result["passed"]
+    assert "broken: kld_mean" in proc.stderr and "q8_0.gguf:" not in proc.stderr
+    assert len({m["reference_ppl"]["ppl"] for m in models}) == 1
+    assert "Side by side" in html
+    assert len(layer_bars(html)) == 2 * N_LINEAR
+    assert html.count("<polyline") == 2 * 2  # KLD distribution and layer error curves per model
+    assert_self_contained(html)
+    assert "(reference)" in proc.stdout  # the comparison table
+
+    # A method list runs every --model once per method: a GGUF file refuses an online method
+    # before anything is scored.
+    proc = subprocess.run([str(nibble_bin), "validate", "--model", str(broken), "--model", str(q8),
+                           "--reference", str(default_gguf), "--quantization", "none,q8_0"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "already quantized" in proc.stderr, proc.stderr

@@ -27,7 +27,9 @@ echo "== unit tests"
 (cd build/release && ctest --output-on-failure -j2)
 
 echo "== parity tests (Python references)"
-NIBBLE_BIN="$here/build/release/nibble" NIBBLE_REQUIRE_PYTHON=1 \
+# NIBBLE_TEST_WHEEL: also `pip wheel .` (the package as users install it) into build/wheel and
+# run the wheel; ccache makes a rebuild cheap.
+NIBBLE_BIN="$here/build/release/nibble" NIBBLE_REQUIRE_PYTHON=1 NIBBLE_TEST_WHEEL=1 \
   "$NIBBLE_HOME/venv/bin/python" -m pytest -q tests/python
 
 echo "== unit tests under AddressSanitizer + UBSan"

@@ -3,7 +3,8 @@
 The package is imported from the CMake build folder: a build with -DNIBBLE_PYTHON=ON lays it
 out under <build>/python (the extension, links to python/nibble/*.py, bin/nibble), found next to
 $NIBBLE_BIN. That avoids a `pip install .` (a full rebuild) on every run; one test builds the
-wheel with pip when NIBBLE_TEST_WHEEL=1 (off by default: minutes of compiling) and runs it.
+wheel with pip when NIBBLE_TEST_WHEEL=1 (scripts/test.sh sets it; minutes of compiling without
+ccache) and runs it.
 """
 import asyncio
 import json
@@ -291,15 +292,15 @@ def test_pip_wheel_builds_a_working_package(tmp_path, default_gguf):
     assert {"nibble/bin/nibble", "nibble/__init__.py", "nibble/py.typed",
             "nibble/_native.pyi"} <= set(names)
     os.chmod(tmp_path / "site" / "nibble" / "bin" / "nibble", 0o755)
-    code = ("import nibble, sys\n"
+    code = ("import json, nibble\n"
             f"llm = nibble.Engine(model_path={str(default_gguf)!r})\n"
-            "print(llm.generate('The capital of France is', {'temperature': 0, "
-            "'max_new_tokens': 4})['text'])\n"
-            "print(nibble.binary())\n")
+            "text = llm.generate('The capital of France is', {'temperature': 0, "
+            "'max_new_tokens': 4})['text']\n"
+            "print(json.dumps([text, str(nibble.binary())]))\n")
     env = {k: v for k, v in os.environ.items() if k not in ("NIBBLE_BIN", "PYTHONPATH")}
     env["PYTHONPATH"] = str(tmp_path / "site")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           cwd=tmp_path, timeout=300, check=True)
-    text, binary = proc.stdout.splitlines()
+    text, binary = json.loads(proc.stdout.splitlines()[-1])
     assert text.startswith(" Paris")
     assert binary == str(tmp_path / "site" / "nibble" / "bin" / "nibble")

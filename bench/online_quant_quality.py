@@ -86,9 +86,14 @@ def main():
     runs = [r for r in runs if r[2] or r[3]]
     if args.gguf:
         runs.append(("gguf", [args.gguf], [], []))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(validate, args, models, q, t, name) for name, models, q, t in runs]
-        results = [f.result() for f in futures]
+    if args.from_json:
+        results = [json.load(open(os.path.join(args.out_dir, f"{name}.json"))) for name, *_ in runs]
+        results = [r.get("models", [r]) for r in results]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            futures = [pool.submit(validate, args, models, q, t, name)
+                       for name, models, q, t in runs]
+            results = [f.result() for f in futures]
     order = {m: i for i, m in enumerate(methods + torchao)}
     reports = sorted((r for group in results for r in group),
                      key=lambda r: order.get(r["quantization"], len(order)))
@@ -98,7 +103,8 @@ def main():
     header += [f"{TASK_NAMES.get(t, t)} acc / acc_norm" for t in tasks]
     header += ["max layer weight error", "gate"]
     print(f"Reference: {args.model}; {first['tokens']} scored tokens in {first['windows']} windows "
-          f"of {first['context']}; {args.limit} items per task; {time.time() - start:.0f} s.\n")
+          f"of {first['context']}; {first['tasks'][0]['items'] if first['tasks'] else 0} items per "
+          f"task; {time.time() - start:.0f} s.\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     ref_ppl = first["reference_ppl"]["ppl"]

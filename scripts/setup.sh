@@ -15,7 +15,7 @@ log() { printf '[setup] %s\n' "$*"; }
 # 1. Debian packages.
 apt_packages=(build-essential cmake ninja-build ccache clang-format pkg-config
   nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libutf8proc-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libboost-dev libbz2-dev python3-venv unzip
+  libgtest-dev libgmock-dev libbenchmark-dev libboost-dev libbz2-dev libyaml-cpp-dev python3-venv unzip
   clang libclang-rt-14-dev)  # clang + its libFuzzer runtime: fuzz/run.sh
 missing=()
 for p in "${apt_packages[@]}"; do

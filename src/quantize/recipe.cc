@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "formats/gguf/gguf_file.h"
 #include "formats/hf/hf_config.h"
+#include "quantize/recipe_yaml.h"
 
 namespace nibble::quantize {
 
@@ -155,6 +156,8 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
 
 void read_recipe_file(const std::filesystem::path& path, Recipe& r, int64_t& group_size,
                       std::optional<bool>& symmetric) {
+  if (path.extension() == ".yaml" || path.extension() == ".yml")
+    return read_llm_compressor_recipe(path, r);
   const nlohmann::json j = read_json_file(path);
   NIBBLE_CHECK(j.is_object(), "--recipe {}: expected a JSON object", path.string());
   try {

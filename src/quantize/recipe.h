@@ -65,6 +65,7 @@ void apply_scheme(Recipe& recipe, int64_t group_size_flag, std::optional<bool> s
 // Reads a JSON recipe file: {"scheme", "method", "format", "group_size", "symmetric",
 // "act_order", "static_groups", "damp_percent", "smoothquant_alpha", "ignore": [...]}; keys
 // absent keep the values already in `recipe` (command-line flags). Unknown keys are an Error.
+// A .yaml/.yml file is an LLM Compressor recipe (recipe_yaml.h).
 void read_recipe_file(const std::filesystem::path& path, Recipe& recipe, int64_t& group_size,
                       std::optional<bool>& symmetric);
 

@@ -280,6 +280,40 @@ def test_save_and_load_calibration(nibble_bin, tiny):
         assert torch.equal(da[key], db[key]), key
 
 
+LLMCOMPRESSOR_RECIPE = """\
+quant_stage:
+  quant_modifiers:
+    SmoothQuantModifier:
+      smoothing_strength: 0.8
+    GPTQModifier:
+      targets: ["Linear"]
+      scheme: W8A8
+      ignore: ["lm_head", 're:.*layers\\.1\\.mlp\\.down_proj$']
+      dampening_frac: 0.02
+"""
+
+
+def test_llm_compressor_yaml_recipe(nibble_bin, tiny):
+    """A recipe as LLM Compressor documents it quantizes exactly like the equivalent flags."""
+    (tiny / "recipe.yaml").write_text(LLMCOMPRESSOR_RECIPE)
+    a, _ = quantize(nibble_bin, tiny, "yaml", "--recipe", tiny / "recipe.yaml")
+    b, _ = quantize(nibble_bin, tiny, "yaml_flags", "--scheme", "W8A8", "--method",
+                    "smoothquant+gptq", "--smoothquant-alpha", "0.8", "--damp-percent", "0.02",
+                    "--ignore", "re:.*layers\\.1\\.mlp\\.down_proj$")
+    da, db = dequantized(tiny, "yaml"), dequantized(tiny, "yaml_flags")
+    assert set(da) == set(db) and "model.layers.1.mlp.down_proj.weight" not in da
+    for key in da:
+        assert torch.equal(da[key], db[key]), key
+    config = json.loads((a / "config.json").read_text())["quantization_config"]
+    assert "model.layers.1.mlp.down_proj" in config["ignore"]
+    # Unknown keys are refused, naming the key and where it is.
+    (tiny / "bad.yaml").write_text(LLMCOMPRESSOR_RECIPE.replace("dampening_frac", "damping"))
+    _, r = quantize(nibble_bin, tiny, "yaml_bad", "--recipe", tiny / "bad.yaml", check=False)
+    assert r.returncode != 0 and "unknown key 'damping'" in r.stderr, r.stderr
+    assert "GPTQModifier" in r.stderr
+    assert not (tiny / "yaml_bad").exists()
+
+
 def test_tokenizer_and_config_carried(nibble_bin, tiny):
     src = tiny / "with_tokenizer"
     if not src.exists():

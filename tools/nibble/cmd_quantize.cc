@@ -276,7 +276,9 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
                  "modules left unquantized: a path, a trailing part (mlp.down_proj) or re:REGEX "
                  "(lm_head is never quantized)");
   app.add_option("--out,-o", o->out, "output directory")->required();
-  app.add_option("--recipe", o->recipe_file, "JSON recipe (keys override the flags)");
+  app.add_option(
+      "--recipe", o->recipe_file,
+      "JSON recipe, or an LLM Compressor YAML recipe (.yaml/.yml); keys override the flags");
   app.add_option("--save-calibration", o->save_calibration,
                  "directory to save the calibration statistics in");
   app.add_option("--load-calibration", o->load_calibration,

@@ -21,9 +21,9 @@ gguf::GgmlType parse_ggml_type(std::string name) {
   if (name == "FLOAT32") name = "F32";
   if (name == "FLOAT16") name = "F16";
   if (name == "BFLOAT16") name = "BF16";
-  for (auto t : {gguf::GgmlType::F32, gguf::GgmlType::F16, gguf::GgmlType::BF16,
-                 gguf::GgmlType::Q8_0, gguf::GgmlType::Q4_0, gguf::GgmlType::Q4_1,
-                 gguf::GgmlType::Q4_K}) {
+  for (auto t :
+       {gguf::GgmlType::F32, gguf::GgmlType::F16, gguf::GgmlType::BF16, gguf::GgmlType::Q8_0,
+        gguf::GgmlType::Q4_0, gguf::GgmlType::Q4_1, gguf::GgmlType::Q4_K}) {
     if (gguf::type_name(t) == name) return t;
   }
   fail(

@@ -19,10 +19,9 @@ namespace {
 namespace fs = std::filesystem;
 
 class AtomicOutputTest : public ::testing::Test {
-protected:
+ protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("nibble_atomic_output_" + std::to_string(::getpid()));
+    root_ = fs::temp_directory_path() / ("nibble_atomic_output_" + std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_);
   }
@@ -30,15 +29,12 @@ protected:
 
   std::vector<std::string> names() const {
     std::vector<std::string> out;
-    for (const auto &e : fs::directory_iterator(root_))
-      out.push_back(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(root_)) out.push_back(e.path().filename().string());
     std::sort(out.begin(), out.end());
     return out;
   }
-  static void write(const fs::path &p, const std::string &text) {
-    std::ofstream(p) << text;
-  }
-  static std::string read(const fs::path &p) {
+  static void write(const fs::path& p, const std::string& text) { std::ofstream(p) << text; }
+  static std::string read(const fs::path& p) {
     std::ifstream in(p);
     return std::string(std::istreambuf_iterator<char>(in), {});
   }
@@ -50,8 +46,7 @@ TEST_F(AtomicOutputTest, CommitRenamesThePartialDirectory) {
   const fs::path out = root_ / "model";
   {
     AtomicOutputDirectory dir(out, false);
-    EXPECT_EQ(dir.path().filename(),
-              "model.partial-" + std::to_string(::getpid()));
+    EXPECT_EQ(dir.path().filename(), "model.partial-" + std::to_string(::getpid()));
     write(dir.path() / "config.json", "{}");
     EXPECT_FALSE(fs::exists(out));
     dir.commit();
@@ -72,7 +67,7 @@ TEST_F(AtomicOutputTest, ExistingOutputNeedsReplaceAndIsSwappedWhole) {
   EXPECT_THROW(AtomicOutputDirectory(out, false), Error);
   AtomicOutputDirectory dir(out, true);
   write(dir.path() / "new.txt", "new");
-  EXPECT_EQ(read(out / "old.txt"), "old"); // untouched until commit
+  EXPECT_EQ(read(out / "old.txt"), "old");  // untouched until commit
   dir.commit();
   EXPECT_FALSE(fs::exists(out / "old.txt"));
   EXPECT_EQ(read(out / "new.txt"), "new");
@@ -89,18 +84,14 @@ TEST_F(AtomicOutputTest, LeftoversOfDeadRunsAreRemovedOthersKept) {
   write(root_ / "model2.partial-999999999", "kept");
   remove_stale_partials(root_ / "model");
   remove_stale_partials(root_ / "model.gguf");
-  EXPECT_EQ(names(), (std::vector<std::string>{"model.partial-notapid",
-                                               "model2.partial-999999999"}));
+  EXPECT_EQ(names(),
+            (std::vector<std::string>{"model.partial-notapid", "model2.partial-999999999"}));
 }
 
 TEST_F(AtomicOutputTest, PartialFileNameCarriesThePid) {
-  const std::string name =
-      partial_file_path(root_ / "model.gguf").filename().string();
-  EXPECT_EQ(
-      name.rfind("model.gguf.partial-" + std::to_string(::getpid()) + "-", 0),
-      0u)
-      << name;
+  const std::string name = partial_file_path(root_ / "model.gguf").filename().string();
+  EXPECT_EQ(name.rfind("model.gguf.partial-" + std::to_string(::getpid()) + "-", 0), 0u) << name;
 }
 
-} // namespace
-} // namespace nibble
+}  // namespace
+}  // namespace nibble

@@ -47,6 +47,7 @@ add_library(nibble_quant_reference STATIC
   ${PROJECT_SOURCE_DIR}/src/quant/reference/quantize.cc
   ${PROJECT_SOURCE_DIR}/src/quant/reference/fp8.cc
   ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_dequant.cc
+  ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_kquant.cc
   ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_types.cc)
 target_include_directories(nibble_quant_reference PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(nibble_quant_reference PUBLIC nibble_gpu_headers)

@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -204,7 +205,18 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
         // The decode kernel's variants: units loaded per batch × CTAs per SM that split-K aims at.
         const WxA16GemvTuning defaults = wxa16_gemv_tuning();
         std::vector<WxA16GemvTuning> tunings{defaults};
-        if (sweep) tunings = {{4, 2}, {4, 4}, {4, 8}, {8, 2}, {8, 4}, {8, 8}};
+        if (sweep) {
+          // units per batch × CTAs per SM × the short-split rule (max units per split, 0 = off)
+          tunings.clear();
+          for (const auto [batch, ctas, units] : std::vector<std::array<int, 3>>{
+                   {4, 1, 0}, {4, 2, 0}, {4, 3, 0}, {4, 4, 0}, {4, 8, 0}, {8, 2, 0}, {4, 2, 4}}) {
+            WxA16GemvTuning t = defaults;
+            t.batch_units = batch;
+            t.ctas_per_sm = ctas;
+            t.max_units_per_split = units;
+            tunings.push_back(t);
+          }
+        }
         for (const WxA16GemvTuning& tuning : tunings) {
           wxa16_gemv_tuning() = tuning;
           const float us = median_us(
@@ -213,7 +225,8 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
               },
               w.size());
           const std::string path = "gemv b" + std::to_string(tuning.batch_units) + " c" +
-                                   std::to_string(tuning.ctas_per_sm);
+                                   std::to_string(tuning.ctas_per_sm) + " u" +
+                                   std::to_string(tuning.max_units_per_split);
           report(name, k, n, m, us, first.stream_bytes(), path.c_str());
         }
         wxa16_gemv_tuning() = defaults;

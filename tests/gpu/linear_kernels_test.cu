@@ -4,12 +4,13 @@
 // Bounds, per element, |y - ref| ≤ rel·|ref| + abs·Σ|x·w|:
 //  - bf16 output rounding (8 significant bits, round to nearest) is ≤ 2^-8·|y|/(1 + 2^-8):
 //    rel = 2^-8 covers it, with little room (ratios up to ~0.93 of the bound are normal);
-//  - f32 accumulation in any order (tensor cores, split-K atomics) is ≪ 2^-12·Σ|x·w|;
+//  - f32 accumulation in any order (tensor cores, split-K) is ≪ 2^-12·Σ|x·w|;
 //  - the DequantGemm path rounds each weight to bf16 first (≤ 2^-9 each): abs = 2^-8;
 //  - fp8: e4m3 × e4m3 products are exact, so as bf16, but cuBLASLt's fast accumulation keeps
 //    fewer bits (abs = 2^-9) and the fallback scaling adds one bf16 rounding (rel = 2^-7).
 #include <cuda_bf16.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "backend/cuda/fp8_linear.h"
@@ -167,6 +168,73 @@ GPU_TEST(w8a16_matches_reference) {
       {8, true, 32, D::F16, 96, 4096, {17}},
   };
   for (const auto& c : cases) run_int_case(c);
+}
+
+// Split-K must not let CTA timing into the result: the same call repeated gives the same bits,
+// on both split-K paths and for several split counts (the Gemv path's CTAs-per-SM target sets
+// its split count). Greedy decoding flips near-tied picks otherwise.
+GPU_TEST(wxa16_split_k_is_bit_identical_run_to_run) {
+  struct Case {
+    int bits;
+    int64_t group, n, k;
+    std::vector<int64_t> ms;
+  };
+  const Case cases[] = {
+      {4, 128, 4096, 4096, {1, 16}}, {4, 128, 1000, 14336, {1, 5, 16}}, {4, 128, 6144, 4096, {1}},
+      {4, 32, 264, 2080, {3, 64}},   {8, -1, 1000, 4096, {1, 16}},
+  };
+  cuda::WxA16GemvTuning& tuning = cuda::wxa16_gemv_tuning();
+  const cuda::WxA16GemvTuning saved = tuning;
+  cuda::WxA16Workspace ws;
+  for (const Case& c : cases) {
+    const IntCase ic{c.bits, true, c.group, quant::ScaleDType::F16, c.n, c.k, {}};
+    const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(random_int_weight(ic), "test weight");
+    for (const int64_t m : c.ms) {
+      const auto x = random_bf16(size_t(m * c.k), 1.0f);
+      auto dx = to_device(x);
+      DeviceBuffer dy(size_t(m * c.n) * 2);
+      for (const auto path : {cuda::WxA16Path::Gemv, cuda::WxA16Path::Stream}) {
+        if (path == cuda::WxA16Path::Gemv && !cuda::wxa16_gemv_supports(w, m)) continue;
+        const bool gemv = path == cuda::WxA16Path::Gemv;
+        for (const int ctas : {1, 2, 4, 8}) {
+          if (!gemv && ctas != 2) continue;
+          tuning.ctas_per_sm = ctas;
+          std::vector<__nv_bfloat16> first;
+          size_t differing = 0, nan = 0;
+          for (int repeat = 0; repeat < 4; ++repeat) {
+            poison(dy);
+            cuda::wxa16_linear(lt(), w, dx.get(), m, dy.get(), ws, nullptr, path);
+            const auto y = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
+            for (const auto v : y) nan += std::isnan(__bfloat162float(v)) ? 1 : 0;
+            if (repeat == 0) {
+              first = y;
+              continue;
+            }
+            for (size_t i = 0; i < y.size(); ++i) {
+              differing += std::memcmp(&y[i], &first[i], sizeof(y[i])) != 0 ? 1 : 0;
+            }
+          }
+          if (gemv && ctas == 2) {
+            // Programmatic launch changes when the kernel starts, never what it computes.
+            tuning.programmatic_launch = true;
+            poison(dy);
+            cuda::wxa16_linear(lt(), w, dx.get(), m, dy.get(), ws, nullptr, path);
+            const auto y = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
+            tuning.programmatic_launch = saved.programmatic_launch;
+            for (size_t i = 0; i < y.size(); ++i) {
+              differing += std::memcmp(&y[i], &first[i], sizeof(y[i])) != 0 ? 1 : 0;
+            }
+          }
+          GPU_EXPECT(differing == 0 && nan == 0,
+                     "W%dA16 g%lld N=%lld K=%lld M=%lld %s %d CTAs/SM: %zu outputs differ between "
+                     "repeats, %zu NaN",
+                     c.bits, (long long)c.group, (long long)c.n, (long long)c.k, (long long)m,
+                     gemv ? "gemv" : "stream", ctas, differing, nan);
+        }
+      }
+    }
+  }
+  tuning = saved;
 }
 
 GPU_TEST(wxa16_refuses_act_order_with_the_tensor_name) {

@@ -107,8 +107,10 @@ void run_attention_case(const AttentionCase& c) {
     poison(out);
     cuda::paged_attention_decode(args, ws, nullptr);
     char what[160];
-    std::snprintf(what, sizeof(what), "paged attention %dq/%dkv d%d, %d seqs, max len %d #%d",
-                  c.n_heads, c.n_kv_heads, d, num_seqs, max_len, repeat);
+    std::snprintf(what, sizeof(what),
+                  "paged attention %dq/%dkv d%d, %d seqs, max len %d, min partition %d #%d",
+                  c.n_heads, c.n_kv_heads, d, num_seqs, max_len,
+                  cuda::paged_attention_tuning().min_partition, repeat);
     expect_close(what, to_host<__nv_bfloat16>(out, q.size()), ref, 1.0 / 256, 1.0 / 4096);
   }
 }
@@ -129,6 +131,19 @@ GPU_TEST(paged_attention_decode_matches_reference) {
       {4, 2, 128, {40, 64, 7}},              // one partition: no merge
   };
   for (const auto& c : cases) run_attention_case(c);
+}
+
+// Batch-1 decode of a short context (the end-to-end step) at each smallest partition.
+GPU_TEST(paged_attention_small_partitions_match_reference) {
+  cuda::PagedAttentionTuning& tuning = cuda::paged_attention_tuning();
+  const int saved = tuning.min_partition;
+  const AttentionCase cases[] = {
+      {32, 8, 128, {208}}, {32, 8, 128, {1, 17, 300}}, {9, 3, 64, {5, 200}}, {8, 1, 128, {33}}};
+  for (const int min_partition : {16, 32, 64}) {
+    tuning.min_partition = min_partition;
+    for (const auto& c : cases) run_attention_case(c);
+  }
+  tuning.min_partition = saved;
 }
 
 GPU_TEST(paged_attention_refuses_unsupported_head_dim) {

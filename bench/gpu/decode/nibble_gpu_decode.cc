@@ -5,6 +5,9 @@
 //   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref] [--group-size 128]
 //       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
 //       [--dump-logits FILE --dump-steps 32] [--json FILE]
+//       [--gemv-ctas-per-sm N] [--gemv-units-per-split N] [--attention-min-partition N]
+//       [--gemv-programmatic-launch 0|1] [--profile-steps N] [--sweep-gemv-ctas 1,2,4,8]
+//       [--sweep-gemv-units 0,4] [--sweep-attention-partition 64,32,16] [--sweep-gemv-pdl 0,1]
 //
 // Schemes: bf16 keeps the checkpoint's weights (cuBLASLt); w4a16 quantizes every linear,
 // lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
@@ -16,6 +19,13 @@
 // included, as gpt-fast reports; decode_tokens_per_s counts the steps after the prompt only;
 // eager_* is one more generation without the graph).
 // --dump-logits writes f32 logits [prompt + dump-steps][vocab] from a separate greedy run.
+// --profile-steps N adds "profile": N eager steps from the middle of the generation (prompt, then
+// half the new tokens through the graph, so attention sees a typical context) with a CUDA
+// event after every operation (CudaLlama::profile_step), GPU ms per step for each kind of operation
+// summed over the layers, with weight GB/s for the linears. The sweeps rerun the timed generation
+// (one run after a warm-up, graph recaptured) and the profile for each value of a kernel tuning
+// knob: the W4A16 decode kernel's CTAs-per-SM target and short-split rule (its split-K;
+// WxA16GemvTuning) and attention's smallest partition.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -27,6 +37,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -58,6 +69,15 @@ struct Options {
   fs::path dump_logits;
   int64_t dump_steps = 32;
   fs::path json_out;
+  int gemv_ctas_per_sm = 0;       // 0: the kernel's default
+  int gemv_units_per_split = -1;  // -1: the kernel's default
+  int gemv_programmatic_launch = -1;
+  int attention_min_partition = 0;
+  int profile_steps = 0;
+  std::vector<int32_t> sweep_gemv_ctas;
+  std::vector<int32_t> sweep_gemv_units;
+  std::vector<int32_t> sweep_gemv_pdl;
+  std::vector<int32_t> sweep_attention_partition;
 };
 
 std::vector<int32_t> parse_tokens(const std::string& text) {
@@ -102,6 +122,24 @@ Options parse_options(int argc, char** argv) {
       o.dump_steps = std::stol(value());
     } else if (arg == "--json") {
       o.json_out = value();
+    } else if (arg == "--gemv-ctas-per-sm") {
+      o.gemv_ctas_per_sm = std::stoi(value());
+    } else if (arg == "--gemv-units-per-split") {
+      o.gemv_units_per_split = std::stoi(value());
+    } else if (arg == "--gemv-programmatic-launch") {
+      o.gemv_programmatic_launch = std::stoi(value());
+    } else if (arg == "--sweep-gemv-pdl") {
+      o.sweep_gemv_pdl = parse_tokens(value());
+    } else if (arg == "--sweep-gemv-units") {
+      o.sweep_gemv_units = parse_tokens(value());
+    } else if (arg == "--attention-min-partition") {
+      o.attention_min_partition = std::stoi(value());
+    } else if (arg == "--profile-steps") {
+      o.profile_steps = std::stoi(value());
+    } else if (arg == "--sweep-gemv-ctas") {
+      o.sweep_gemv_ctas = parse_tokens(value());
+    } else if (arg == "--sweep-attention-partition") {
+      o.sweep_attention_partition = parse_tokens(value());
     } else {
       fail("unknown argument '{}' (see the header of bench/gpu/decode/nibble_gpu_decode.cc)", arg);
     }
@@ -111,6 +149,10 @@ Options parse_options(int argc, char** argv) {
                "--scheme {} (bf16, w4a16 or w4a16-ref)", o.scheme);
   NIBBLE_CHECK(!o.prompt.empty() && o.new_tokens >= 1 && o.runs >= 1 && o.dump_steps >= 0,
                "need a prompt, --new-tokens ≥ 1, --runs ≥ 1 and --dump-steps ≥ 0");
+  NIBBLE_CHECK(o.profile_steps >= 0 && o.profile_steps < o.new_tokens,
+               "--profile-steps {} (0 .. --new-tokens - 1)", o.profile_steps);
+  for (int32_t v : o.sweep_gemv_ctas) NIBBLE_CHECK(v >= 1, "--sweep-gemv-ctas: {} < 1", v);
+  NIBBLE_CHECK(o.gemv_ctas_per_sm >= 0, "--gemv-ctas-per-sm {}", o.gemv_ctas_per_sm);
   return o;
 }
 
@@ -357,12 +399,81 @@ RunResult generate(CudaLlama& model, const Options& o, std::vector<float>* logit
   return r;
 }
 
+// GPU ms per step by kind of operation (summed over the layers), averaged over `steps` eager
+// steps that follow the prompt.
+json profile(CudaLlama& model, const Options& o) {
+  model.reset();
+  for (int32_t token : o.prompt) model.step(token, o.use_graph);
+  const int64_t lead = std::max<int64_t>(0, (o.new_tokens - 1) / 2 - o.profile_steps / 2);
+  for (int64_t i = 0; i < lead; ++i) model.step(-1, o.use_graph);
+  struct Sum {
+    double ms = 0.0;
+    size_t calls = 0, bytes = 0;
+  };
+  std::vector<std::string> order;
+  std::map<std::string, Sum> sums;
+  double total_ms = 0.0;
+  for (int i = 0; i < o.profile_steps; ++i) {
+    for (const CudaLlama::OpTime& t : model.profile_step(-1)) {
+      if (!sums.count(t.op)) order.push_back(t.op);
+      Sum& sum = sums[t.op];
+      sum.ms += t.ms;
+      sum.calls += 1;
+      sum.bytes += t.weight_bytes;
+      total_ms += t.ms;
+    }
+  }
+  json ops = json::array();
+  const double steps = double(o.profile_steps);
+  for (const std::string& op : order) {
+    const Sum& sum = sums[op];
+    json entry;
+    entry["op"] = op;
+    entry["ms_per_step"] = sum.ms / steps;
+    entry["calls_per_step"] = double(sum.calls) / steps;
+    entry["us_per_call"] = sum.ms * 1e3 / double(sum.calls);
+    entry["weight_bytes_per_step"] = double(sum.bytes) / steps;
+    entry["weight_gb_per_s"] = sum.ms > 0 ? double(sum.bytes) / (sum.ms / 1e3) / 1e9 : 0.0;
+    entry["share"] = sum.ms / total_ms;
+    ops.push_back(entry);
+  }
+  json out;
+  out["steps"] = o.profile_steps;
+  out["first_position"] = int64_t(o.prompt.size()) + lead;
+  out["step_ms"] = total_ms / steps;
+  out["ops"] = ops;
+  return out;
+}
+
+// One warm-up generation (graph capture) and one timed, for a sweep point.
+json sweep_point(CudaLlama& model, const Options& o, const std::vector<int32_t>& reference) {
+  model.discard_graph();
+  generate(model, o, nullptr);
+  const RunResult r = generate(model, o, nullptr);
+  json out;
+  out["tokens_per_s"] = double(o.new_tokens) / (r.total_ms / 1e3);
+  out["step_ms"] = o.new_tokens > 1 ? r.decode_ms / double(o.new_tokens - 1) : 0.0;
+  out["tokens_equal_default"] = r.tokens == reference;
+  if (o.profile_steps > 0) out["profile"] = profile(model, o);
+  return out;
+}
+
 int run(int argc, char** argv) {
   const Options o = parse_options(argc, argv);
   const auto load_start = std::chrono::steady_clock::now();
   bool tied = false;
   CudaLlamaConfig config = read_config(o.model, tied);
   const int64_t vocab = config.vocab;
+  if (o.gemv_ctas_per_sm > 0) wxa16_gemv_tuning().ctas_per_sm = o.gemv_ctas_per_sm;
+  if (o.gemv_programmatic_launch >= 0) {
+    wxa16_gemv_tuning().programmatic_launch = o.gemv_programmatic_launch != 0;
+  }
+  if (o.gemv_units_per_split >= 0) {
+    wxa16_gemv_tuning().max_units_per_split = o.gemv_units_per_split;
+  }
+  if (o.attention_min_partition > 0) {
+    paged_attention_tuning().min_partition = o.attention_min_partition;
+  }
   const Checkpoint ckpt(o.model);
   CudaLlama model(std::move(config), int64_t(o.prompt.size()) + o.new_tokens);
   for (int32_t t : o.prompt) NIBBLE_CHECK(t < vocab, "--prompt-tokens: {} ≥ vocab {}", t, vocab);
@@ -394,9 +505,8 @@ int run(int argc, char** argv) {
   std::sort(runs.begin(), runs.end(),
             [](const RunResult& a, const RunResult& b) { return a.total_ms < b.total_ms; });
   const RunResult& median = runs[runs.size() / 2];
-  // W4A16's split-K sums meet through f32 atomics in whatever order the CTAs finish, so logits
-  // may differ in the last bits between runs and flip near-tied greedy picks; reported, not
-  // fatal (the bf16 path is deterministic).
+  // Every path is deterministic (W4A16's split-K adds its partial sums in a fixed order), so
+  // any difference here is a bug; reported rather than fatal so the timings still come out.
   bool runs_equal = true;
   for (const RunResult& r : runs) runs_equal = runs_equal && r.tokens == median.tokens;
   out["runs_tokens_equal"] = runs_equal;
@@ -424,6 +534,39 @@ int run(int argc, char** argv) {
     out["eager_tokens_per_s"] = double(o.new_tokens) / (r.total_ms / 1e3);
     out["eager_step_ms"] = o.new_tokens > 1 ? r.decode_ms / double(o.new_tokens - 1) : 0.0;
   }
+  if (o.profile_steps > 0) out["profile"] = profile(model, o);
+  // Each sweep point changes one knob from the defaults, then restores them.
+  auto sweep = [&](const char* key, const char* knob, const std::vector<int32_t>& values,
+                   const std::function<void(int32_t)>& set) {
+    if (values.empty()) return;
+    const WxA16GemvTuning gemv = wxa16_gemv_tuning();
+    const PagedAttentionTuning attention = paged_attention_tuning();
+    json points = json::array();
+    for (int32_t v : values) {
+      set(v);
+      json point;
+      try {
+        point = sweep_point(model, o, median.tokens);
+      } catch (const std::exception& e) {
+        point["error"] = e.what();  // recorded; the other points and the report still come out
+        model.discard_graph();
+      }
+      point[knob] = v;
+      points.push_back(point);
+      wxa16_gemv_tuning() = gemv;
+      paged_attention_tuning() = attention;
+    }
+    out[key] = points;
+  };
+  sweep("sweep_gemv_ctas", "gemv_ctas_per_sm", o.sweep_gemv_ctas,
+        [](int32_t v) { wxa16_gemv_tuning().ctas_per_sm = v; });
+  sweep("sweep_gemv_units", "gemv_units_per_split", o.sweep_gemv_units,
+        [](int32_t v) { wxa16_gemv_tuning().max_units_per_split = v; });
+  sweep("sweep_attention_partition", "attention_min_partition", o.sweep_attention_partition,
+        [](int32_t v) { paged_attention_tuning().min_partition = v; });
+  sweep("sweep_gemv_pdl", "gemv_programmatic_launch", o.sweep_gemv_pdl,
+        [](int32_t v) { wxa16_gemv_tuning().programmatic_launch = v != 0; });
+  model.discard_graph();
   const std::string text = out.dump();
   std::printf("%s\n", text.c_str());
   if (!o.json_out.empty()) {

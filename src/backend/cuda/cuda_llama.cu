@@ -50,6 +50,7 @@ CudaLlama::CudaLlama(CudaLlamaConfig config, int64_t max_tokens)
 }
 
 CudaLlama::~CudaLlama() {
+  for (cudaEvent_t e : op_events_) cudaEventDestroy(e);
   if (graph_ != nullptr) cudaGraphExecDestroy(graph_);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
 }
@@ -114,23 +115,76 @@ void CudaLlama::reset() {
   NIBBLE_CUDA_CHECK(cudaMemsetAsync(token_.get(), 0, sizeof(int32_t), stream_));
 }
 
-void CudaLlama::linear(const CudaLinear& w, const void* x, void* y) {
+void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* op) {
   if (w.quantized) {
     wxa16_linear(lt_, *w.quantized, x, 1, y, wxa16_workspace_, stream_);
   } else {
     dense_gemm_bf16(lt_, x, w.dense.get(), y, 1, w.rows, w.cols, stream_);
   }
+  mark(op, w.weight_bytes());
+}
+
+void CudaLlama::mark(const char* op, size_t weight_bytes) {
+  if (!profiling_) return;
+  const size_t i = op_times_.size();
+  if (i == op_events_.size()) {
+    cudaEvent_t e = nullptr;
+    NIBBLE_CUDA_CHECK(cudaEventCreate(&e));
+    op_events_.push_back(e);
+  }
+  NIBBLE_CUDA_CHECK(cudaEventRecord(op_events_[i], stream_));
+  op_times_.push_back({op, 0.0f, weight_bytes});
+}
+
+void CudaLlama::discard_graph() {
+  if (graph_ != nullptr) NIBBLE_CUDA_CHECK(cudaGraphExecDestroy(graph_));
+  graph_ = nullptr;
+  // A changed knob may need larger workspaces: the next graph step runs eagerly first, since
+  // nothing may be allocated while a stream is being captured.
+  warmed_up_ = false;
+}
+
+std::vector<CudaLlama::OpTime> CudaLlama::profile_step(int32_t token) {
+  NIBBLE_CHECK(position_ < max_tokens_, "CudaLlama: position {} is past the KV cache's {} tokens",
+               position_, max_tokens_);
+  NIBBLE_CHECK(token < config_.vocab, "CudaLlama: token {} is outside the vocabulary of {}", token,
+               config_.vocab);
+  if (token >= 0) set_token(token_.get<int32_t>(), token, stream_);
+  // ~330 launches and as many event records take the host a few ms: the GPU waits that long.
+  gpu_spin(20'000'000, stream_);
+  profiling_ = true;
+  op_times_.clear();
+  try {
+    mark("start");
+    run_step();
+  } catch (...) {
+    profiling_ = false;
+    throw;
+  }
+  profiling_ = false;
+  warmed_up_ = true;
+  ++position_;
+  NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::vector<OpTime> out;
+  for (size_t i = 1; i < op_times_.size(); ++i) {
+    OpTime t = op_times_[i];
+    NIBBLE_CUDA_CHECK(cudaEventElapsedTime(&t.ms, op_events_[i - 1], op_events_[i]));
+    out.push_back(t);
+  }
+  return out;
 }
 
 void CudaLlama::run_step() {
   const CudaLlamaConfig& c = config_;
   embedding_lookup(embedding.get(), token_.get<int32_t>(), c.hidden, hidden_.get(), stream_);
+  mark("embedding", size_t(c.hidden * 2));
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const CudaLlamaLayer& layer = layers[size_t(l)];
     // The previous layer's MLP output joins the residual inside the norm (none before layer 0).
     rms_norm(hidden_.get(), l == 0 ? nullptr : proj_out_.get(), layer.attn_norm.get(),
              normed_.get(), c.hidden, c.rms_eps, stream_);
-    linear(layer.qkv, normed_.get(), qkv_.get());
+    mark("attn_norm", layer.attn_norm.bytes());
+    linear(layer.qkv, normed_.get(), qkv_.get(), "qkv");
     RopeCacheArgs rope;
     rope.qkv = qkv_.get();
     rope.inv_freq = inv_freq_.get<float>();
@@ -142,6 +196,7 @@ void CudaLlama::run_step() {
     rope.v_cache = v_cache_[size_t(l)].get();
     rope.seq_len = seq_len_.get<int32_t>();
     rope_and_cache(rope, stream_);
+    mark("rope_kv");
     PagedAttentionArgs attn;
     attn.q = qkv_.get();
     attn.k_cache = k_cache_[size_t(l)].get();
@@ -159,18 +214,23 @@ void CudaLlama::run_step() {
     attn.max_seq_len = int(max_tokens_);
     attn.scale = 1.0f / std::sqrt(float(c.head_dim));
     paged_attention_decode(attn, attention_workspace_, stream_);
-    linear(layer.o, attn_out_.get(), proj_out_.get());
+    mark("attention");
+    linear(layer.o, attn_out_.get(), proj_out_.get(), "o");
     rms_norm(hidden_.get(), proj_out_.get(), layer.mlp_norm.get(), normed_.get(), c.hidden,
              c.rms_eps, stream_);
-    linear(layer.gate_up, normed_.get(), gate_up_.get());
+    mark("mlp_norm", layer.mlp_norm.bytes());
+    linear(layer.gate_up, normed_.get(), gate_up_.get(), "gate_up");
     silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_);
-    linear(layer.down, act_.get(), proj_out_.get());
+    mark("silu_mul");
+    linear(layer.down, act_.get(), proj_out_.get(), "down");
   }
   rms_norm(hidden_.get(), proj_out_.get(), final_norm.get(), normed_.get(), c.hidden, c.rms_eps,
            stream_);
-  linear(lm_head, normed_.get(), logits_.get());
+  mark("final_norm", final_norm.bytes());
+  linear(lm_head, normed_.get(), logits_.get(), "lm_head");
   argmax_and_advance(logits_.get(), c.vocab, token_.get<int32_t>(), history_.get<int32_t>(),
                      position_dev_.get<int32_t>(), stream_);
+  mark("argmax");
 }
 
 void CudaLlama::step(int32_t token, bool use_graph) {

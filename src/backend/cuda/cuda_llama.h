@@ -87,9 +87,24 @@ class CudaLlama {
   std::vector<int32_t> history() const;
   cudaStream_t stream() const { return stream_; }
 
+  // Diagnostics: one eager step (`token` as in step()) with a CUDA event after every operation,
+  // returning each operation's GPU time in launch order. A spin kernel runs first so that the
+  // host queues the whole step before the GPU starts it: the times are the kernels' own plus the
+  // stream's gaps between kernels, not the host's launch rate.
+  struct OpTime {
+    const char* op;       // embedding, attn_norm, qkv, rope_kv, attention, o, mlp_norm, ...
+    float ms;             // from the previous event (the spin's end for the first operation)
+    size_t weight_bytes;  // weight bytes the operation streams (0 for the small kernels)
+  };
+  std::vector<OpTime> profile_step(int32_t token);
+  // Drops the captured graph (after a kernel tuning knob changed); the next graph step captures
+  // the step again.
+  void discard_graph();
+
  private:
   void run_step();
-  void linear(const CudaLinear& w, const void* x, void* y);
+  void linear(const CudaLinear& w, const void* x, void* y, const char* op);
+  void mark(const char* op, size_t weight_bytes = 0);
 
   CudaLlamaConfig config_;
   int64_t max_tokens_ = 0;
@@ -97,6 +112,9 @@ class CudaLlama {
   cudaStream_t stream_ = nullptr;
   cudaGraphExec_t graph_ = nullptr;
   bool warmed_up_ = false;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> op_events_;
+  std::vector<OpTime> op_times_;
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
   PagedAttentionWorkspace attention_workspace_;

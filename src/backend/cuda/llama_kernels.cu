@@ -5,6 +5,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/llama_kernels.h"
+#include "backend/cuda/programmatic_launch.cuh"
 
 namespace nibble::cuda {
 namespace {
@@ -47,6 +48,8 @@ __global__ void embedding_kernel(const bf16* table, const int32_t* token, int64_
 __global__ void __launch_bounds__(kNormThreads)
     rms_norm_kernel(bf16* residual, const bf16* delta, const bf16* weight, bf16* out, int n,
                     float eps) {
+  // The GEMV that reads `out` may be scheduled now (it waits for this kernel to finish).
+  allow_dependent_launch();
   __shared__ float scratch[32];
   float sum = 0.0f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
@@ -96,6 +99,7 @@ __global__ void rope_cache_kernel(RopeCacheArgs a) {
 }
 
 __global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, int64_t n) {
+  allow_dependent_launch();
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const float g = __bfloat162float(gate_up[i]);
@@ -143,6 +147,17 @@ __global__ void __launch_bounds__(kArgmaxThreads)
 
 __global__ void set_token_kernel(int32_t* token, int32_t value) { *token = value; }
 
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void spin_kernel(uint64_t nanoseconds) {
+  const uint64_t start = global_timer_ns();
+  while (global_timer_ns() - start < nanoseconds) __nanosleep(1000);
+}
+
 }  // namespace
 
 void embedding_lookup(const void* table, const int32_t* token, int64_t hidden, void* out,
@@ -184,6 +199,11 @@ void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* 
   argmax_kernel<<<1, kArgmaxThreads, 0, stream>>>(static_cast<const bf16*>(logits), n, token,
                                                   history, position);
   NIBBLE_CUDA_CHECK_LAUNCH("argmax_kernel");
+}
+
+void gpu_spin(int64_t nanoseconds, cudaStream_t stream) {
+  spin_kernel<<<1, 1, 0, stream>>>(uint64_t(std::max<int64_t>(nanoseconds, 0)));
+  NIBBLE_CUDA_CHECK_LAUNCH("spin_kernel");
 }
 
 void set_token(int32_t* token, int32_t value, cudaStream_t stream) {

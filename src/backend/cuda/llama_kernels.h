@@ -49,6 +49,9 @@ void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream);
 void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* history,
                         int32_t* position, cudaStream_t stream);
 
+// Keeps the GPU busy for `nanoseconds` (diagnostics: lets the host queue work ahead of it).
+void gpu_spin(int64_t nanoseconds, cudaStream_t stream);
+
 // *token = value (a prompt token fed into the next step).
 void set_token(int32_t* token, int32_t value, cudaStream_t stream);
 

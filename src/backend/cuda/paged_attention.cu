@@ -5,6 +5,7 @@
 #include <cfloat>
 
 #include "backend/cuda/paged_attention.h"
+#include "backend/cuda/programmatic_launch.cuh"
 
 namespace nibble::cuda {
 namespace {
@@ -49,6 +50,7 @@ __device__ __forceinline__ float warp_max(float v) {
 // threads hold bf16 pairs of a row for the weighted V sum.
 template <int D>
 __global__ void __launch_bounds__(kThreads) paged_attention_kernel(KernelArgs a) {
+  allow_dependent_launch();    // the output projection's GEMV may be scheduled (it waits)
   constexpr int EPL = D / 32;  // 2 or 4 elements per lane
   constexpr int PAIR_THREADS = D / 2;
   constexpr int TOKEN_LANES = kThreads / PAIR_THREADS;  // tokens summed at once in the V pass
@@ -173,6 +175,7 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(KernelArgs a)
 // Merges the partitions of one (sequence, head): out = Σ_p w_p·o_p / Σ_p w_p with
 // w_p = sum_p·exp(max_p - max).
 __global__ void paged_attention_merge_kernel(KernelArgs a, int d) {
+  allow_dependent_launch();
   const int head = blockIdx.x, seq = blockIdx.y;
   const int parts = (a.seq_lens[seq] + a.partition - 1) / a.partition;
   const size_t base = (size_t(seq) * a.n_heads + head) * a.partitions;
@@ -200,6 +203,11 @@ int sm_count() {
 }
 
 }  // namespace
+
+PagedAttentionTuning& paged_attention_tuning() {
+  static PagedAttentionTuning tuning;
+  return tuning;
+}
 
 void paged_attention_decode(const PagedAttentionArgs& args, PagedAttentionWorkspace& ws,
                             cudaStream_t stream) {
@@ -229,7 +237,14 @@ void paged_attention_decode(const PagedAttentionArgs& args, PagedAttentionWorksp
   auto ctas = [&](int p) {
     return int64_t(args.n_kv_heads) * args.num_seqs * ((args.max_seq_len + p - 1) / p);
   };
-  while (a.partition > 64 && ctas(a.partition) < 2 * int64_t(sm_count())) a.partition /= 2;
+  const int min_partition = paged_attention_tuning().min_partition;
+  NIBBLE_CHECK(min_partition >= kBlock && min_partition <= kMaxPartition &&
+                   (min_partition & (min_partition - 1)) == 0,
+               "paged_attention_decode: min_partition {} (a power of two, {}..{})", min_partition,
+               kBlock, kMaxPartition);
+  while (a.partition > min_partition && ctas(a.partition) < 2 * int64_t(sm_count())) {
+    a.partition /= 2;
+  }
   a.partitions = (args.max_seq_len + a.partition - 1) / a.partition;
   a.scale = args.scale;
   if (a.partitions > 1) {

@@ -10,12 +10,14 @@
 //    uses any of them, so every warp keeps BATCH KB in flight with no shared-memory ring;
 //  - only the real rows of x are staged, permuted so that a lane's B fragments of a whole unit
 //    are 64 contiguous bytes (4 × 16-byte shared loads, conflict-free across the warp);
-//  - split-K keeps ≥ ~4 CTAs per SM; partial sums meet in the same f32 workspace as the
-//    streaming kernel (atomics, the last CTA of a column block converts and re-zeroes).
+//  - split-K fills the SMs `ctas_per_sm` times over; each split writes its partial sums to its
+//    own workspace slice and the last CTA of a column block adds them in split order
+//    (deterministic: bit-identical results run to run).
 #include <cuda_bf16.h>
 
 #include <algorithm>
 
+#include "backend/cuda/programmatic_launch.cuh"
 #include "backend/cuda/wxa16_device.cuh"
 #include "backend/cuda/wxa16_linear.h"
 
@@ -130,8 +132,10 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
       }
     }
   };
-  // The first batch is in flight while x is staged.
+  // The first batch is in flight while x is staged. Weights are constant: they may be read
+  // before the kernel that writes x has finished (programmatic launch); nothing else may.
   issue(u_begin);
+  wait_for_prerequisite_grid();
 
   const int k0 = u_begin * kUnitCols;
   const int slice_cols = (u_end - u_begin) * kUnitCols;
@@ -234,6 +238,11 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
     }
     return;
   }
+  // Split-K: this split's partial sums go to its own slice of the workspace (plain stores);
+  // the last CTA of the column block adds the slices in split order, so the result does not
+  // depend on which CTA finishes first (f32 atomics summed in arrival order did, and flipped
+  // near-tied greedy picks from run to run).
+  float* slice = p.partial + size_t(blockIdx.y) * p.m * p.partial_ld;
 #pragma unroll
   for (int nb = 0; nb < MB; ++nb) {
 #pragma unroll
@@ -241,10 +250,10 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
       const int row = nb * 8 + 2 * t4 + (e & 1);
       const bool valid = e < 2 ? valid_a : valid_b;
       const int col = (e < 2 ? tile_a : tile_b) * 8 + g;
-      if (valid && row < p.m) atomicAdd(p.partial + size_t(row) * p.partial_ld + col, acc[nb][e]);
+      if (valid && row < p.m) __stcg(slice + size_t(row) * p.partial_ld + col, acc[nb][e]);
     }
   }
-  // The last CTA of this column block (split-K semaphore) converts the sums and re-zeroes them.
+  // The last CTA of this column block (split-K semaphore) reduces the slices.
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -255,11 +264,13 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
   __threadfence();
   const int col_begin = blockIdx.x * kColsPerBlock;
   const int cols = min(kColsPerBlock, p.partial_ld - col_begin);
+  const size_t slice_elems = size_t(p.m) * p.partial_ld;
   for (int i = threadIdx.x; i < p.m * cols; i += kThreads) {
     const int row = i / cols, col = col_begin + i % cols;
-    float* cell = p.partial + size_t(row) * p.partial_ld + col;
-    const float sum = __ldcg(cell);
-    __stcg(cell, 0.0f);
+    const float* cell = p.partial + size_t(row) * p.partial_ld + col;
+    float sum = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < p.splits; ++s) sum += __ldcg(cell + s * slice_elems);
     if (col < p.n) p.y[size_t(row) * p.n + col] = __float2bfloat16(sum);
   }
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
@@ -275,10 +286,30 @@ int sm_count() {
   return count;
 }
 
+bool programmatic_launch_supported() {
+  static const bool supported = [] {
+    int device = 0, major = 0;
+    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
+    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    return major >= 9;
+  }();
+  return supported;
+}
+
 template <int MB, int BATCH, int SPG>
 void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {
-  w4a16_gemv_kernel<MB, BATCH, SPG><<<grid, kThreads, smem, stream>>>(p);
-  NIBBLE_CUDA_CHECK_LAUNCH("w4a16_gemv_kernel");
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(kThreads, 1, 1);
+  config.dynamicSmemBytes = size_t(smem);
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs =
+      wxa16_gemv_tuning().programmatic_launch && programmatic_launch_supported() ? 1 : 0;
+  NIBBLE_CUDA_CHECK(cudaLaunchKernelEx(&config, w4a16_gemv_kernel<MB, BATCH, SPG>, p));
 }
 
 template <int MB, int BATCH>
@@ -313,11 +344,20 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   const int64_t col_blocks = (pairs + kWarps - 1) / kWarps;
   // The x slice bounds the units per split; beyond that, split until the grid fills the SMs
   // `ctas_per_sm` times over (bandwidth needs bytes in flight on every SM, and the split-K
-  // atomics are cheap next to the weight stream).
+  // partial sums are small next to the weight stream).
   const int64_t max_units = std::max<int64_t>(1, (kXSmemBytes / (m * 2) - kRowPad) / kUnitCols);
   const int64_t min_splits = (w.k_units + max_units - 1) / max_units;
   const int64_t target_ctas = int64_t(sm_count()) * tuning.ctas_per_sm;
-  const int64_t wanted = std::max(min_splits, (target_ctas + col_blocks - 1) / col_blocks);
+  int64_t wanted = std::max(min_splits, (target_ctas + col_blocks - 1) / col_blocks);
+  if (tuning.max_units_per_split > 0) {
+    // Short splits keep more loads in flight per SM; the cap on CTAs leaves lm_head-sized
+    // weights (1000 column blocks) unsplit, where a second split measured slower.
+    const int64_t by_units =
+        std::min(kWxA16GemvUnitSplits,
+                 (w.k_units + tuning.max_units_per_split - 1) / tuning.max_units_per_split);
+    const int64_t cta_cap = std::max<int64_t>(1, 8 * int64_t(sm_count()) / col_blocks);
+    wanted = std::max(wanted, std::min(by_units, cta_cap));
+  }
   const int64_t splits_wanted = std::min(wanted, w.k_units);
   const int64_t units = (w.k_units + splits_wanted - 1) / splits_wanted;
   const int64_t splits = (w.k_units + units - 1) / units;
@@ -342,10 +382,8 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   p.units_per_split = int(units);
   p.splits = int(splits);
   if (splits > 1) {
-    // Fresh allocations are zeroed once; the kernels leave them zero after every call.
-    if (ws.partial_sums.ensure(size_t(64) * size_t(p.partial_ld) * sizeof(float))) {
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.partial_sums.get(), 0, ws.partial_sums.bytes(), stream));
-    }
+    ws.partial_sums.ensure(size_t(splits) * size_t(m) * size_t(p.partial_ld) * sizeof(float));
+    // Fresh counters are zeroed once; the kernels leave them zero after every call.
     if (ws.counters.ensure(size_t(col_blocks) * sizeof(int))) {
       NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.counters.get(), 0, ws.counters.bytes(), stream));
     }

@@ -110,13 +110,4 @@ __device__ __forceinline__ float load_scale(const void* scales, int type, int64_
   return static_cast<const float*>(scales)[index];
 }
 
-__device__ __forceinline__ void atomic_add_pair(float* p, float a, float b) {
-#if __CUDA_ARCH__ >= 900
-  atomicAdd(reinterpret_cast<float2*>(p), make_float2(a, b));
-#else
-  atomicAdd(p, a);
-  atomicAdd(p + 1, b);
-#endif
-}
-
 }  // namespace nibble::cuda::wxa16_detail

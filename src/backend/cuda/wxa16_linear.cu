@@ -261,6 +261,9 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
     return;
   }
 
+  // Split-K: each split stores its partial sums in its own workspace slice; the last CTA of the
+  // column block adds the slices in split order (deterministic, unlike atomics).
+  float* slice = p.partial + int64_t(blockIdx.y) * p.m * p.partial_ld;
 #pragma unroll
   for (int j = 0; j < kTilesPerWarp; ++j) {
     if (!valid[j]) continue;
@@ -271,13 +274,13 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
       for (int half = 0; half < 2; ++half) {
         const int row = mt * 16 + group_row + 8 * half;
         if (row < p.m) {
-          atomic_add_pair(p.partial + int64_t(row) * p.partial_ld + col, acc[j][mt][2 * half],
-                          acc[j][mt][2 * half + 1]);
+          __stcg(reinterpret_cast<float2*>(slice + int64_t(row) * p.partial_ld + col),
+                 make_float2(acc[j][mt][2 * half], acc[j][mt][2 * half + 1]));
         }
       }
     }
   }
-  // The last CTA of this column block (split-K semaphore) converts the sums and re-zeroes them.
+  // The last CTA of this column block (split-K semaphore) reduces the slices.
   __threadfence();
   __syncthreads();
   if (threadIdx.x == 0) {
@@ -288,11 +291,13 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
   __threadfence();
   const int64_t col_begin = int64_t(col_block) * kTilesPerBlock * 8;
   const int64_t cols = min(int64_t(kTilesPerBlock * 8), p.partial_ld - col_begin);
+  const int64_t slice_elems = int64_t(p.m) * p.partial_ld;
   for (int64_t i = threadIdx.x; i < p.m * cols; i += kThreads) {
     const int64_t row = i / cols, col = col_begin + i % cols;
-    float* cell = p.partial + row * p.partial_ld + col;
-    const float sum = __ldcg(cell);
-    __stcg(cell, 0.0f);
+    const float* cell = p.partial + row * p.partial_ld + col;
+    float sum = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < p.splits; ++s) sum += __ldcg(cell + s * slice_elems);
     if (col < p.n) p.y[row * p.n + col] = __float2bfloat16(sum);
   }
   if (threadIdx.x == 0) p.counters[col_block] = 0;
@@ -376,7 +381,8 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
   // Split K so that the busiest SM streams the fewest units, plus ~1.5 units of fixed latency per
   // wave of CTAs (x slice, first loads, the split-K epilogue).
   // Few large CTAs that stream continuously beat many one-unit CTAs (measured: 768 CTAs of one
-  // unit per warp streamed 0.67 TB/s), and fewer splits mean fewer partial-sum atomics.
+  // unit per warp streamed 0.67 TB/s), and fewer splits mean fewer partial sums
+  // to store and add.
   auto smem_for = [&](int64_t u) { return kRingBytes + rows * (int(u) * ku + 8) * 2; };
   const int64_t max_units = ((kMaxSmemBytes - kRingBytes) / (rows * 2) - 8) / ku;
   int64_t units = std::min(w.k_units, max_units);
@@ -419,10 +425,8 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
   p.n_groups_int = int(w.n_groups);
   p.splits = int(splits);
   if (splits > 1) {
-    // Fresh allocations are zeroed once; the kernel leaves them zero after every call.
-    if (ws.partial_sums.ensure(size_t(kMaxPassRows) * size_t(p.partial_ld) * sizeof(float))) {
-      NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.partial_sums.get(), 0, ws.partial_sums.bytes(), stream));
-    }
+    ws.partial_sums.ensure(size_t(splits) * size_t(m) * size_t(p.partial_ld) * sizeof(float));
+    // Fresh counters are zeroed once; the kernel leaves them zero after every call.
     if (ws.counters.ensure(size_t(col_blocks) * sizeof(int))) {
       NIBBLE_CUDA_CHECK(cudaMemsetAsync(ws.counters.get(), 0, ws.counters.bytes(), stream));
     }

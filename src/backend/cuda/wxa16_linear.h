@@ -14,10 +14,10 @@
 //  - Stream (M ≤ kWxA16StreamMaxM): the tensor-core streaming kernel. Codes become bf16 in
 //    registers (a magic-exponent OR, then one subtraction of 128+zero, exact), activations come
 //    from shared memory through ldmatrix, products accumulate in f32 per group and are scaled
-//    there. The grid splits K so that every SM streams (split-K partial sums meet in an f32
-//    workspace through atomics; the last CTA of each column block writes bf16 and re-zeroes the
-//    workspace, so no memset runs per call). M up to 64 is one pass over the weight; larger M
-//    takes one pass per 64 rows.
+//    there. The grid splits K so that every SM streams (each split stores its f32 partial sums
+//    in its own workspace slice; the last CTA of each column block adds the slices in split
+//    order and writes bf16, so results are bit-identical run to run). M up to 64 is one pass
+//    over the weight; larger M takes one pass per 64 rows.
 //  - DequantGemm (larger M): dequantize the whole weight to bf16 into a workspace, then
 //    cuBLASLt's bf16 GEMM (compute-bound there, so the extra pass is a small share).
 #include <cuda_runtime.h>
@@ -62,7 +62,7 @@ WxA16Weight prepare_wxa16_weight(const quant::QuantizedTensor& weight, const cha
 
 // Scratch owned by the caller (one per stream); grown on first use.
 struct WxA16Workspace {
-  DeviceBuffer partial_sums;  // f32 [64][n_tiles * 8], all zero between calls
+  DeviceBuffer partial_sums;  // f32 [splits][M][n_tiles * 8]: one slice per split-K split
   DeviceBuffer counters;      // int per column block, all zero between calls
   DeviceBuffer dequantized;   // bf16 [n_tiles * 8][padded_cols] for the DequantGemm path
 };
@@ -87,7 +87,18 @@ void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
 struct WxA16GemvTuning {
   int batch_units = 4;
   int ctas_per_sm = 2;  // measured best or within 5% at M = 1 and 16 on 6 of 8 Llama-3-8B shapes
+  // Beyond the CTAs-per-SM target, split K further until a split streams at most this many
+  // 128-column units (at most kWxA16GemvUnitSplits splits, at most 8 CTAs per SM); 0: off.
+  // Measured on an H200 at M = 1 (docs/benchmarks.md): 4096×28672 35.6 µs with 8 splits of 4
+  // units against 42.2 with 3 of 11; 4096×6144 11.6 against 12.9; the rest unchanged.
+  int max_units_per_split = 4;
+  // Launch with programmatic stream serialization (sm_90+; programmatic_launch.cuh): the kernel
+  // may start, and load its first weights, while the small kernel before it (RMSNorm, SiLU,
+  // attention, which allow it early) still runs. Measured on an H200: W4A16 Llama-3-8B decode
+  // step 3.76 → 3.62 ms, tokens bit-identical.
+  bool programmatic_launch = true;
 };
+inline constexpr int64_t kWxA16GemvUnitSplits = 8;
 WxA16GemvTuning& wxa16_gemv_tuning();
 
 // The bf16 dequantization of the repacked weight into out[n_tiles * 8][padded_cols] (rows past N

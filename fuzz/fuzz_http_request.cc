@@ -8,110 +8,40 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <random>
 #include <string>
 
 #include "core/error.h"
+#include "formats/memory_checkpoint.h"
 #include "fuzz_common.h"
 #include "model/loader.h"
 #include "nibble/engine.h"
 #include "server/api_error.h"
 #include "server/routes.h"
 #include "server/server_context.h"
+#include "tokenizer/synthetic_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
 
-using nlohmann::json;
 namespace server = nibble::server;
 
 // Random f32 weights held in memory: the routes only need a model to exist.
-class MemoryCheckpoint : public nibble::Checkpoint {
- public:
-  void add(const std::string& name, std::vector<int64_t> shape) {
-    static std::mt19937 rng(7);
-    std::normal_distribution<float> dist(0.0f, 0.1f);
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float>& v = values_[name];
-    v.resize(size_t(n));
-    for (float& x : v) x = dist(rng);
-    nibble::CheckpointTensor t;
-    t.name = name;
-    t.type = "F32";
-    t.shape = std::move(shape);
-    t.nbytes = v.size() * 4;
-    t.data = reinterpret_cast<const uint8_t*>(v.data());
-    tensors_.push_back(t);
-  }
-  std::string source() const override { return "memory://fuzz-model"; }
-  const std::vector<nibble::CheckpointTensor>& tensors() const override { return tensors_; }
-  const nibble::CheckpointTensor* find(std::string_view name) const override {
-    for (const auto& t : tensors_)
-      if (t.name == name) return &t;
-    return nullptr;
-  }
-  std::vector<float> load_f32(std::string_view name) const override {
-    const auto it = values_.find(std::string(name));
-    if (it == values_.end()) nibble::fail("{}: no tensor {}", source(), name);
-    return it->second;
-  }
-
- private:
-  std::vector<nibble::CheckpointTensor> tensors_;
-  std::map<std::string, std::vector<float>> values_;
-};
-
-// SentencePiece-style: <unk> <s> </s> <|im_start|> <|im_end|>, 256 byte tokens, a few pieces.
-json tokenizer_spec() {
-  json vocab = {{"<unk>", 0}, {"<s>", 1}, {"</s>", 2}, {"<|im_start|>", 3}, {"<|im_end|>", 4}};
-  for (int b = 0; b < 256; ++b) vocab[fmt::format("<0x{:02X}>", b)] = 5 + b;
-  int next = 261;
-  for (const char* piece : {"\u2581", "h", "i", "\u2581h", "\u2581hi"}) vocab[piece] = next++;
-  json added = json::array();
-  for (int id = 1; id <= 4; ++id) {
-    const std::string content = id == 1   ? "<s>"
-                                : id == 2 ? "</s>"
-                                : id == 3 ? "<|im_start|>"
-                                          : "<|im_end|>";
-    added.push_back({{"id", id}, {"content", content}, {"special", true}, {"normalized", false}});
-  }
-  return {
-      {"added_tokens", added},
-      {"normalizer",
-       {{"type", "Sequence"},
-        {"normalizers",
-         json::array(
-             {{{"type", "Prepend"}, {"prepend", "\u2581"}},
-              {{"type", "Replace"}, {"pattern", {{"String", " "}}}, {"content", "\u2581"}}})}}},
-      {"pre_tokenizer", nullptr},
-      {"post_processor",
-       {{"type", "TemplateProcessing"},
-        {"single", json::array({{{"SpecialToken", {{"id", "<s>"}, {"type_id", 0}}}},
-                                {{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
-        {"special_tokens", {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}}}}}},
-      {"decoder",
-       {{"type", "Sequence"},
-        {"decoders",
-         json::array({{{"type", "Replace"}, {"pattern", {{"String", "\u2581"}}}, {"content", " "}},
-                      {{"type", "ByteFallback"}},
-                      {{"type", "Fuse"}},
-                      {{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}}})}}},
-      {"model",
-       {{"type", "BPE"},
-        {"vocab", vocab},
-        {"merges", json::array({"\u2581 h", "\u2581h i"})},
-        {"byte_fallback", true},
-        {"fuse_unk", true},
-        {"unk_token", "<unk>"}}}};
+void add_random(nibble::MemoryCheckpoint& ck, const std::string& name, std::vector<int64_t> shape) {
+  static std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 0.1f);
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  ck.add_f32(name, std::move(shape), v);
 }
 
 nibble::ModelSource tiny_model() {
   nibble::ModelConfig c;
   c.model_type = "llama";
-  c.vocab_size = 266;
+  c.vocab_size = 267;  // 5 specials, 256 bytes, 6 pieces
   c.hidden_size = 32;
   c.intermediate_size = 48;
   c.num_hidden_layers = 1;
@@ -120,21 +50,21 @@ nibble::ModelSource tiny_model() {
   c.head_dim = 16;
   c.max_position_embeddings = 256;
   c.eos_token_ids = {2};
-  auto ck = std::make_shared<MemoryCheckpoint>();
-  ck->add("model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
-  ck->add("lm_head.weight", {c.vocab_size, c.hidden_size});
-  ck->add("model.norm.weight", {c.hidden_size});
+  auto ck = std::make_shared<nibble::MemoryCheckpoint>("memory://fuzz-model");
+  add_random(*ck, "model.embed_tokens.weight", {c.vocab_size, c.hidden_size});
+  add_random(*ck, "lm_head.weight", {c.vocab_size, c.hidden_size});
+  add_random(*ck, "model.norm.weight", {c.hidden_size});
   const std::string p = "model.layers.0.";
   const int64_t q = c.num_attention_heads * c.head_dim, kv = c.num_key_value_heads * c.head_dim;
-  ck->add(p + "self_attn.q_proj.weight", {q, c.hidden_size});
-  ck->add(p + "self_attn.k_proj.weight", {kv, c.hidden_size});
-  ck->add(p + "self_attn.v_proj.weight", {kv, c.hidden_size});
-  ck->add(p + "self_attn.o_proj.weight", {c.hidden_size, q});
-  ck->add(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
-  ck->add(p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size});
-  ck->add(p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size});
-  ck->add(p + "input_layernorm.weight", {c.hidden_size});
-  ck->add(p + "post_attention_layernorm.weight", {c.hidden_size});
+  add_random(*ck, p + "self_attn.q_proj.weight", {q, c.hidden_size});
+  add_random(*ck, p + "self_attn.k_proj.weight", {kv, c.hidden_size});
+  add_random(*ck, p + "self_attn.v_proj.weight", {kv, c.hidden_size});
+  add_random(*ck, p + "self_attn.o_proj.weight", {c.hidden_size, q});
+  add_random(*ck, p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
+  add_random(*ck, p + "mlp.up_proj.weight", {c.intermediate_size, c.hidden_size});
+  add_random(*ck, p + "mlp.down_proj.weight", {c.hidden_size, c.intermediate_size});
+  add_random(*ck, p + "input_layernorm.weight", {c.hidden_size});
+  add_random(*ck, p + "post_attention_layernorm.weight", {c.hidden_size});
 
   nibble::ModelSource s;
   s.path = "memory/fuzz-model";
@@ -142,7 +72,9 @@ nibble::ModelSource tiny_model() {
   s.config = c;
   s.checkpoint = ck;
   s.raw_checkpoint = ck;
-  s.tokenizer = nibble::Tokenizer::from_json(tokenizer_spec(), "fuzz-tokenizer.json");
+  s.tokenizer = nibble::Tokenizer::from_json(
+      nibble::byte_fallback_tokenizer_json({"<s>", "</s>", "<|im_start|>", "<|im_end|>"}),
+      "fuzz-tokenizer.json");
   s.chat_template =
       "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
       "message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}"

@@ -211,6 +211,7 @@ void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<
   const DenseMatrix wk = dense(w[LinearName::K], nkv, hidden);
   const DenseMatrix wv = dense(w[LinearName::V], nkv, hidden);
   attn_out_.resize(size_t(tokens() * nq));
+  k_amax_ = v_amax_ = 0.0f;
   std::vector<float> h, q, k, v;
   // Whole samples at a time: the projections run as one batched matmul per chunk, then every
   // (sample, KV head) pair is one single-threaded task; a parallel region per head of every
@@ -240,6 +241,10 @@ void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<
         apply_rope(q.data() + r * nq + hh * hd, hd, c, sn);
       for (int64_t hh = 0; hh < dims_.n_kv_heads; ++hh)
         apply_rope(k.data() + r * nkv + hh * hd, hd, c, sn);
+    }
+    for (int64_t i = 0; i < rows * nkv; ++i) {
+      k_amax_ = std::max(k_amax_, std::fabs(k[size_t(i)]));
+      v_amax_ = std::max(v_amax_, std::fabs(v[size_t(i)]));
     }
     const int64_t samples = rows / T;
     ThreadPool::global().parallel_for(

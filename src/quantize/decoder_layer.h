@@ -66,6 +66,9 @@ class DecoderLayerRunner {
   // Stage 2: attention with the current q/k/v; its output (the o_proj input) is kept and
   // reaches `sink`.
   void run_attention(const LayerWeights& w, const std::vector<float>& x, const InputSink& sink);
+  // Absolute maxima of K (after RoPE) and V over all tokens of the last run_attention.
+  float k_amax() const { return k_amax_; }
+  float v_amax() const { return v_amax_; }
   // Stage 3: x1 = x + o(attention); the gate/up input rmsnorm(x1) reaches `sink`.
   void run_o(const LayerWeights& w, const std::vector<float>& x, const InputSink& sink);
   // Stage 4: silu(gate)·up with the current gate/up weights reaches `sink` (the down input).
@@ -92,6 +95,7 @@ class DecoderLayerRunner {
   std::vector<float> x1_;         // [tokens, hidden]
   std::vector<float> act_;        // [tokens, intermediate] when it fits the budget
   bool act_stored_ = false;
+  float k_amax_ = 0.0f, v_amax_ = 0.0f;
 };
 
 }  // namespace nibble::quantize

@@ -140,6 +140,9 @@ json compressed_tensors_config(const ModelSource& source, const QuantizedModel& 
       input = ct_args(8, "float", true, "token", nullptr, true, nullptr, nullptr, nullptr);
     }
   }
+  // LLM Compressor's kv_cache_scheme for static per-tensor fp8 K/V.
+  const json kv_cache_scheme =
+      model.kv_scales.empty() ? json(nullptr) : ct_args(8, "float", true, "tensor", nullptr, false);
   json group = {{"targets", json::array({"Linear"})},
                 {"weights", weights},
                 {"input_activations", input},
@@ -147,7 +150,7 @@ json compressed_tensors_config(const ModelSource& source, const QuantizedModel& 
                 {"format", format}};
   return {{"quant_method", "compressed-tensors"}, {"format", format},
           {"quantization_status", "compressed"},  {"config_groups", {{"group_0", group}}},
-          {"ignore", ignore_list(source, model)}, {"kv_cache_scheme", nullptr},
+          {"ignore", ignore_list(source, model)}, {"kv_cache_scheme", kv_cache_scheme},
           {"global_compression_ratio", nullptr},  {"sparsity_config", json::object()},
           {"transform_config", json::object()},   {"version", "0.12.2"}};
 }
@@ -162,6 +165,14 @@ void export_compressed_tensors(const ModelSource& source, const QuantizedModel& 
     } else {
       ct_unpacked(module, s, r, tensors);
     }
+  }
+  // On the attention module, as LLM Compressor's initialize_attn_qparams places them.
+  for (size_t layer = 0; layer < model.kv_scales.size(); ++layer) {
+    const std::string attn = fmt::format("model.layers.{}.self_attn.", layer);
+    add_tensor(tensors, attn + "k_scale", DType::F32, {1},
+               encode_floats({model.kv_scales[layer].first}, DType::F32));
+    add_tensor(tensors, attn + "v_scale", DType::F32, {1},
+               encode_floats({model.kv_scales[layer].second}, DType::F32));
   }
   write_export_directory(source, out, std::move(tensors),
                          compressed_tensors_config(source, model, r), {}, force);

@@ -197,7 +197,7 @@ std::string linear_module(int64_t layer, const char* suffix) {
 
 bool needs_calibration(const Recipe& r) {
   return r.method != Method::Rtn || r.act == quant::ActQuantKind::StaticPerTensorFp8 ||
-         r.act == quant::ActQuantKind::Nvfp4;
+         r.act == quant::ActQuantKind::Nvfp4 || !r.kv_cache_scheme.empty();
 }
 
 QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
@@ -221,6 +221,11 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
   result.calibration_samples = n_samples;
   result.calibration_seqlen = seqlen;
   const bool run_model = calibrate && !loading;
+  // K/V maxima come from the forward itself; saved statistics hold only the linears' inputs.
+  NIBBLE_CHECK(r.kv_cache_scheme.empty() || !loading,
+               "--kv-cache-scheme {} needs the calibration forward; it cannot be combined with "
+               "--load-calibration",
+               r.kv_cache_scheme);
 
   // Layer input activations: the embedded calibration tokens.
   std::vector<float> x, next;
@@ -271,7 +276,16 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         const Stamp t0;
         switch (group) {
           case InputGroup::Qkv: runner->observe_qkv(w, x, sink); break;
-          case InputGroup::O: runner->run_attention(w, x, sink); break;
+          case InputGroup::O:
+            runner->run_attention(w, x, sink);
+            if (!r.kv_cache_scheme.empty()) {
+              // fp8 e4m3's largest finite value is 448; an all-zero tensor keeps scale 1.
+              const auto scale = [](float amax) { return amax > 0.0f ? amax / 448.0f : 1.0f; };
+              result.kv_scales.emplace_back(scale(runner->k_amax()), scale(runner->v_amax()));
+              layer_log +=
+                  fmt::format(" |k|={:.3g} |v|={:.3g}", runner->k_amax(), runner->v_amax());
+            }
+            break;
           case InputGroup::GateUp: runner->run_o(w, x, sink); break;
           case InputGroup::Down: runner->run_gate_up(w, sink); break;
         }

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -33,6 +34,9 @@ struct QuantizedModel {
   // weights), as the values the export stores (already rounded to its dtype).
   std::map<std::string, std::vector<float>> overrides;
   std::vector<LinearReport> report;
+  // --kv-cache-scheme fp8: per layer (k_scale, v_scale) = amax / 448 of K (after RoPE, as the
+  // cache stores it) and V over all calibration tokens, seen through the quantized k/v_proj.
+  std::vector<std::pair<float, float>> kv_scales;
   int64_t calibration_samples = 0, calibration_seqlen = 0;
   // Wall time per stage: forward (the layer runner), statistics (Hessians, |x|), scale_search
   // (SmoothQuant/AWQ), quantize (RTN/GPTQ/clipping), error_log.
@@ -50,7 +54,8 @@ struct PipelineOptions {
   quant::ScaleDType int_scale_dtype = quant::ScaleDType::BF16;
 };
 
-// Whether the recipe needs calibration data at all (RTN weight-only schemes do not).
+// Whether the recipe needs calibration data at all (RTN weight-only schemes without KV-cache
+// scales do not).
 bool needs_calibration(const Recipe& recipe);
 
 QuantizedModel run_quantization(const ModelSource& source, const Recipe& recipe,

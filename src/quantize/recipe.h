@@ -40,6 +40,8 @@ struct Recipe {
   int64_t fp8_block = 0;        // FP8_BLOCK: 128x128 weight blocks
   bool fp8_per_tensor = false;  // FP8 (static)
   int gguf_type = -1;           // Q4_0 / Q8_0 / Q4_K
+  // LLM Compressor's kv_cache_scheme: "" (none) or "fp8" (static per-tensor e4m3 K/V scales).
+  std::string kv_cache_scheme;
 
   // GPTQ
   double damp_percent = 0.01;

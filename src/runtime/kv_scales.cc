@@ -110,6 +110,9 @@ KvCacheSpec resolve_kv_cache(const std::string& kv_cache_dtype, const std::strin
   } else if (raw != nullptr) {
     spec.scales = checkpoint_kv_scales(*raw, n_layers);
   }
+  for (size_t layer = 0; layer < spec.scales.size(); ++layer)
+    spdlog::debug("kv cache: layer {} k_scale {} v_scale {}", layer, spec.scales[layer].first,
+                  spec.scales[layer].second);
   if (spec.scales.empty()) {
     spdlog::warn(
         "--kv-cache-dtype {}: no KV-cache scales in the checkpoint and no "

@@ -20,12 +20,16 @@ struct LogitsOptions {
   int64_t greedy_tokens = 0;
 };
 
-std::vector<float> all_position_logits(Model& model, const std::vector<int32_t>& prompt) {
+// The prompt's K/V go through the cache --kv-cache-dtype asks for (the logits of a prefill
+// read the cached keys back), so fp8 caches and their scales show in the logits.
+std::vector<float> all_position_logits(Model& model, const std::vector<int32_t>& prompt,
+                                       const KvCacheSpec& kv) {
   const ModelConfig& config = model.config();
   const int64_t block = 16;
   const int64_t n_blocks = static_cast<int64_t>(prompt.size()) / block + 2;
   KvCache cache(config.num_hidden_layers, config.num_key_value_heads, config.head_dim, block,
-                n_blocks);
+                n_blocks, kv.dtype);
+  kv.apply(cache);
   ForwardBatch batch;
   batch.token_ids = prompt;
   SequenceBatch seq;
@@ -55,14 +59,14 @@ int run_logits(const LogitsOptions& o) {
   auto model = build_model(source, o.model.compute_type());
   std::filesystem::create_directories(o.out_dir);
   const int64_t vocab = source.config.vocab_size;
+  const KvCacheSpec kv = o.model.kv_cache(source);
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto ids = prompts[i].get<std::vector<int32_t>>();
-    const auto logits = all_position_logits(*model, ids);
+    const auto logits = all_position_logits(*model, ids, kv);
     write_npy_f32(std::filesystem::path(o.out_dir) / fmt::format("logits_{}.npy", i), logits,
                   {static_cast<int64_t>(ids.size()), vocab});
     if (o.greedy_tokens > 0) {
-      Generator generator(*model, source.tokenizer.get(), source.stop_ids,
-                          {.kv = o.model.kv_cache(source)});
+      Generator generator(*model, source.tokenizer.get(), source.stop_ids, {.kv = kv});
       SamplingParams params;
       params.temperature = 0.0f;
       params.ignore_eos = true;

@@ -45,6 +45,7 @@ struct QuantizeOptions {
   std::vector<std::string> ignore;
   std::string out;
   std::string recipe_file;
+  std::string kv_cache_scheme;
   std::string save_calibration, load_calibration;
   std::string logits_prompts, logits_out;
   std::string report;
@@ -107,6 +108,13 @@ int run_quantize(const QuantizeOptions& o) {
   if (!o.recipe_file.empty())
     quantize::read_recipe_file(o.recipe_file, recipe, group_size, symmetric);
   quantize::apply_scheme(recipe, group_size, symmetric);
+  NIBBLE_CHECK(o.kv_cache_scheme.empty() || o.kv_cache_scheme == "fp8",
+               "--kv-cache-scheme: unknown value '{}' (expected fp8)", o.kv_cache_scheme);
+  // Only compressed-tensors has a config field that says the k_scale/v_scale tensors are there.
+  NIBBLE_CHECK(o.kv_cache_scheme.empty() || recipe.format == "compressed-tensors",
+               "--kv-cache-scheme fp8: exported only with --format compressed-tensors, not {}",
+               recipe.format);
+  recipe.kv_cache_scheme = o.kv_cache_scheme;
   if (recipe.format == "gguf") {
     // GGUF blocks carry their own round-to-nearest scales (llama.cpp's reference quantizers);
     // the file is written by the same code as `nibble convert`, tokenizer metadata included.
@@ -275,6 +283,9 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
   app.add_option("--ignore", o->ignore,
                  "modules left unquantized: a path, a trailing part (mlp.down_proj) or re:REGEX "
                  "(lm_head is never quantized)");
+  app.add_option("--kv-cache-scheme", o->kv_cache_scheme,
+                 "fp8: calibrate per-layer K/V scales (amax / 448) for an fp8 e4m3 KV cache and "
+                 "export them (self_attn.k_scale/v_scale, kv_cache_scheme)");
   app.add_option("--out,-o", o->out, "output directory")->required();
   app.add_option(
       "--recipe", o->recipe_file,

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <ostream>
 #include <random>
 #include <vector>
 
@@ -179,6 +180,14 @@ struct GptqCase {
   bool act_order;
   bool static_groups;
 };
+
+// Without it gtest prints the struct's bytes, padding included, so the names that ctest
+// registers would change from build to build.
+void PrintTo(const GptqCase& c, std::ostream* os) {
+  *os << "int" << c.bits << (c.group == -1 ? "_channel" : "_g" + std::to_string(c.group))
+      << (c.sym ? "_sym" : "_asym") << (c.act_order ? "_actorder" : "")
+      << (c.static_groups ? "_static" : "");
+}
 
 class QuantizeGptq : public ::testing::TestWithParam<GptqCase> {};
 

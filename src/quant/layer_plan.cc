@@ -73,13 +73,9 @@ LayerPlan plan_layer(const QuantConfig& c, const std::string& module) {
     // Exclusions win over overrides. (vLLM takes the first match in file order; the JSON
     // object here is key-sorted, so overlapping "+:" rules apply in key order.)
     for (const auto& rule : c.gptq.dynamic)
-      if (rule.exclude &&
-          std::regex_search(module, rule.regex, std::regex_constants::match_continuous))
-        return plan;
+      if (rule.exclude && rule.regex->match_prefix(module)) return plan;
     for (const auto& rule : c.gptq.dynamic) {
-      if (rule.exclude ||
-          !std::regex_search(module, rule.regex, std::regex_constants::match_continuous))
-        continue;
+      if (rule.exclude || !rule.regex->match_prefix(module)) continue;
       if (rule.bits) p.bits = *rule.bits;
       if (rule.group_size) p.group_size = *rule.group_size;
       if (rule.sym) p.sym = *rule.sym;

@@ -73,12 +73,8 @@ class Fields {
   std::string where_;
 };
 
-std::regex compile_regex(const std::string& pattern, const std::string& where) {
-  try {
-    return std::regex(pattern, std::regex::ECMAScript);
-  } catch (const std::regex_error& e) {
-    fail("{}: invalid regular expression '{}': {}", where, pattern, e.what());
-  }
+ModuleRegex compile_regex(const std::string& pattern, const std::string& where) {
+  return ModuleRegex(pattern, where);
 }
 
 // --- GPTQ -----------------------------------------------------------------------------------
@@ -401,7 +397,7 @@ void parse_modelopt(const json& config, const std::string& where, QuantConfig& q
 }  // namespace
 
 bool ModuleMatcher::matches(const std::string& module) const {
-  if (regex) return std::regex_search(module, *regex, std::regex_constants::match_continuous);
+  if (regex) return regex->match_prefix(module);
   return text == module;
 }
 

@@ -13,12 +13,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/module_regex.h"
 #include "formats/checkpoint.h"
 #include "quant/formats/loaders.h"
 #include "quant/scheme.h"
@@ -28,7 +28,7 @@ namespace nibble::quant {
 // One GPTQModel `dynamic` rule: a regex on the module path, negative ("-:") or an override.
 struct GptqDynamicRule {
   std::string pattern;
-  std::regex regex;
+  std::optional<ModuleRegex> regex;  // set for every parsed rule
   bool exclude = false;
   std::optional<int> bits;
   std::optional<int64_t> group_size;
@@ -50,7 +50,7 @@ struct AwqConfig {
 // A compressed-tensors target or ignore entry: exact module path, class name, or "re:" regex.
 struct ModuleMatcher {
   std::string text;
-  std::optional<std::regex> regex;
+  std::optional<ModuleRegex> regex;
   bool matches(const std::string& module) const;
 };
 

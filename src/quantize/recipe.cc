@@ -11,16 +11,12 @@ namespace nibble::quantize {
 
 ModulePattern::ModulePattern(std::string pattern) : text(std::move(pattern)) {
   if (text.rfind("re:", 0) == 0) {
-    try {
-      regex = std::regex(text.substr(3));
-    } catch (const std::regex_error& e) {
-      fail("--ignore '{}': not a valid regex: {}", text, e.what());
-    }
+    regex.emplace(text.substr(3), fmt::format("--ignore '{}'", text));
   }
 }
 
 bool ModulePattern::matches(const std::string& module) const {
-  if (regex) return std::regex_match(module, *regex);
+  if (regex) return regex->match_full(module);
   if (module == text) return true;
   // "lm_head" ignores "lm_head"; "mlp.down_proj" ignores every layer's down_proj.
   return module.size() > text.size() &&

@@ -6,10 +6,10 @@
 #include <cstdint>
 #include <filesystem>
 #include <optional>
-#include <regex>
 #include <string>
 #include <vector>
 
+#include "core/module_regex.h"
 #include "quant/scheme.h"
 
 namespace nibble::quantize {
@@ -21,7 +21,7 @@ enum class Method { Rtn, Gptq, Awq, SmoothQuant, SmoothQuantGptq };
 // "re:" regex matched against the whole path (as compressed-tensors' ignore).
 struct ModulePattern {
   std::string text;
-  std::optional<std::regex> regex;
+  std::optional<ModuleRegex> regex;
   explicit ModulePattern(std::string pattern);
   bool matches(const std::string& module) const;
 };

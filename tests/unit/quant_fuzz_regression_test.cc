@@ -3,6 +3,8 @@
 // nibble::Error naming the field.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -62,6 +64,47 @@ TEST(QuantFuzzRegression, MalformedBlockStructureStringIsAnError) {
     const json weights = {
         {"num_bits", 8}, {"type", "float"}, {"strategy", "block"}, {"block_structure", bad}};
     EXPECT_THROW(parse_quantization_config(block_config(weights), "config.json"), Error) << bad;
+  }
+}
+
+// Found by fuzz_hf_config (2026-11-27): a GPTQ `dynamic` pattern with nested quantifiers
+// (".**layestatic") made std::regex backtrack for minutes on a module path. Patterns now go
+// through PCRE2, which refuses a repeated quantifier as Python's re does, and matches with a
+// limit: a pattern that backtracks exponentially either matches quickly or is an Error.
+TEST(QuantFuzzRegression, BacktrackingDynamicPatternDoesNotHang) {
+  auto gptq = [](const std::string& pattern) {
+    return json{{"quant_method", "gptq"},
+                {"bits", 4},
+                {"group_size", 128},
+                {"desc_act", true},
+                {"sym", true},
+                {"dynamic", {{"-:.*down_proj.*", json::object()}, {pattern, {{"bits", 8}}}}}};
+  };
+  EXPECT_THROW(parse_quantization_config(gptq("+:.**layestatic\\..*"), "config.json"), Error);
+  const QuantConfig parsed = parse_quantization_config(gptq("+:(a*)*b"), "config.json");
+  const auto start = std::chrono::steady_clock::now();
+  for (const char* module : {"model.layers.0.self_attn.q_proj", "model.layers.7.mlp.down_proj",
+                             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac"}) {
+    try {
+      (void)plan_layer(parsed, module);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+}
+
+TEST(QuantFuzzRegression, InvalidDynamicPatternIsAnError) {
+  const json config = {{"quant_method", "gptq"},
+                       {"bits", 4},
+                       {"group_size", 128},
+                       {"dynamic", {{"+:model.(layers", {{"bits", 8}}}}}};
+  try {
+    parse_quantization_config(config, "config.json");
+    ADD_FAILURE() << "accepted an unbalanced parenthesis";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("invalid regular expression"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -19,47 +19,32 @@ import numpy as np
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+# Llama-3-8B's shapes and RoPE scaling.
+LLAMA3_8B = dict(
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    rope_scaling=dict(
+        rope_type="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=8192,
+    ),
+    max_position_embeddings=131072,
+    tie_word_embeddings=False,
+)
+
 PRESETS = {
-    # Llama-3-8B's shapes and RoPE scaling.
-    "llama3-8b": dict(
-        hidden_size=4096,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        intermediate_size=14336,
-        vocab_size=128256,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        rope_scaling=dict(
-            rope_type="llama3",
-            factor=8.0,
-            low_freq_factor=1.0,
-            high_freq_factor=4.0,
-            original_max_position_embeddings=8192,
-        ),
-        max_position_embeddings=131072,
-        tie_word_embeddings=False,
-    ),
+    "llama3-8b": LLAMA3_8B,
     # Quick checks: the same code paths at a fraction of the size (GQA group 4, head_dim 128).
-    "small": dict(
-        hidden_size=1024,
-        num_hidden_layers=4,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        intermediate_size=2816,
-        vocab_size=32000,
-        rms_norm_eps=1e-5,
-        rope_theta=500000.0,
-        rope_scaling=dict(
-            rope_type="llama3",
-            factor=8.0,
-            low_freq_factor=1.0,
-            high_freq_factor=4.0,
-            original_max_position_embeddings=8192,
-        ),
-        max_position_embeddings=131072,
-        tie_word_embeddings=False,
-    ),
+    "small": dict(LLAMA3_8B, hidden_size=1024, num_hidden_layers=4, num_attention_heads=8,
+                  num_key_value_heads=2, intermediate_size=2816, vocab_size=32000),
 }
 
 

@@ -11,9 +11,11 @@
 
 namespace nibble::quantize {
 
-// h[i·k + j] += Σ_t x[t·k + i]·x[t·k + j] for x[m, k] row-major. Products are summed in f32 over
-// chunks of 1024 rows by the engine's matmul kernel, each chunk's sums added in double; only the
-// lower triangle is computed (it is mirrored). Multithreaded: do not call from a ThreadPool job.
+// h[i·k + j] += Σ_t x[t·k + i]·x[t·k + j] for x[m, k] row-major. Each output sums the products
+// of a chunk of 256 rows in f32 (fused multiply-adds, in row order), and the chunk's sums are
+// added in double, so |error| ≤ 256·2⁻²⁴·Σ_t |x_ti·x_tj| (plus double rounding). Only the lower
+// triangle is computed (it is mirrored); without AVX2 the double reference runs. Multithreaded:
+// do not call from a ThreadPool job.
 void accumulate_gram(const float* x, int64_t m, int64_t k, double* h);
 // The same sums in double (for tests).
 void accumulate_gram_reference(const float* x, int64_t m, int64_t k, double* h);

@@ -14,15 +14,16 @@
 #include "core/thread_pool.h"
 #include "model/blocks/rope.h"
 #include "model/linear_builder.h"
+#include "quantize/calibration_gemm.h"
 
 namespace nibble::quantize {
 namespace {
 
-using cpu::DenseMatrix;
-using cpu::WeightType;
-
-DenseMatrix dense(const std::vector<float>& w, int64_t rows, int64_t cols) {
-  return DenseMatrix(WeightType::F32, rows, cols, w);
+// y[m, n] = x[m, :]·W[n, :] (+ bias) for W [n_rows, k], x rows packed at stride k.
+void project(const std::vector<float>& w, int64_t n_rows, int64_t k, const std::vector<float>& bias,
+             const float* x, int64_t m_rows, float* y, int64_t ldy) {
+  calibration_linear(w.data(), n_rows, k, bias.empty() ? nullptr : bias.data(), x, k, m_rows, y,
+                     ldy);
 }
 
 // Keeping silu(gate)·up for the final stage saves recomputing gate/up; past this size (large
@@ -207,9 +208,6 @@ void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<
   const int64_t hidden = dims_.hidden, hd = dims_.head_dim, half = hd / 2;
   const int64_t nq = dims_.n_heads * hd, nkv = dims_.n_kv_heads * hd;
   const int64_t T = seqlen_;
-  const DenseMatrix wq = dense(w[LinearName::Q], nq, hidden);
-  const DenseMatrix wk = dense(w[LinearName::K], nkv, hidden);
-  const DenseMatrix wv = dense(w[LinearName::V], nkv, hidden);
   attn_out_.resize(size_t(tokens() * nq));
   k_amax_ = v_amax_ = 0.0f;
   std::vector<float> h, q, k, v;
@@ -225,9 +223,9 @@ void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<
     v.resize(size_t(rows * nkv));
     cpu::rmsnorm_rows(x.data() + r0 * hidden, w.attn_norm.data(), rows, hidden, dims_.eps,
                       h.data());
-    cpu::linear(wq, w.q_bias.empty() ? nullptr : w.q_bias.data(), h.data(), rows, q.data());
-    cpu::linear(wk, w.k_bias.empty() ? nullptr : w.k_bias.data(), h.data(), rows, k.data());
-    cpu::linear(wv, w.v_bias.empty() ? nullptr : w.v_bias.data(), h.data(), rows, v.data());
+    project(w[LinearName::Q], nq, hidden, w.q_bias, h.data(), rows, q.data(), nq);
+    project(w[LinearName::K], nkv, hidden, w.k_bias, h.data(), rows, k.data(), nkv);
+    project(w[LinearName::V], nkv, hidden, w.v_bias, h.data(), rows, v.data(), nkv);
     if (dims_.qk_norm) {
       cpu::rmsnorm_rows(q.data(), w.q_norm.data(), rows * dims_.n_heads, hd, dims_.eps, q.data());
       cpu::rmsnorm_rows(k.data(), w.k_norm.data(), rows * dims_.n_kv_heads, hd, dims_.eps,
@@ -262,9 +260,8 @@ void DecoderLayerRunner::run_attention(const LayerWeights& w, const std::vector<
 void DecoderLayerRunner::run_o(const LayerWeights& w, const std::vector<float>& x,
                                const InputSink& sink) {
   const int64_t hidden = dims_.hidden, nq = dims_.n_heads * dims_.head_dim;
-  const DenseMatrix wo = dense(w[LinearName::O], hidden, nq);
   x1_.resize(size_t(tokens() * hidden));
-  cpu::linear(wo, nullptr, attn_out_.data(), tokens(), x1_.data());
+  project(w[LinearName::O], hidden, nq, {}, attn_out_.data(), tokens(), x1_.data(), hidden);
   cpu::add_inplace(x1_.data(), x.data(), tokens() * hidden);
   const int64_t chunk = chunk_rows();
   std::vector<float> h;
@@ -280,15 +277,12 @@ void DecoderLayerRunner::run_o(const LayerWeights& w, const std::vector<float>& 
 void DecoderLayerRunner::gate_up_chunk(const LayerWeights& w, int64_t r0, int64_t rows,
                                        float* act) {
   const int64_t hidden = dims_.hidden, inter = dims_.intermediate;
-  std::vector<float> gate_up_w;
-  gate_up_w.reserve(size_t(2 * inter * hidden));
-  gate_up_w.insert(gate_up_w.end(), w[LinearName::Gate].begin(), w[LinearName::Gate].end());
-  gate_up_w.insert(gate_up_w.end(), w[LinearName::Up].begin(), w[LinearName::Up].end());
-  const DenseMatrix m = dense(gate_up_w, 2 * inter, hidden);
   std::vector<float> h(static_cast<size_t>(rows * hidden)),
       gu(static_cast<size_t>(rows * 2 * inter));
   cpu::rmsnorm_rows(x1_.data() + r0 * hidden, w.mlp_norm.data(), rows, hidden, dims_.eps, h.data());
-  cpu::linear(m, nullptr, h.data(), rows, gu.data());
+  // Gate and up write the two halves of each [gate | up] row that silu_mul_rows reads.
+  project(w[LinearName::Gate], inter, hidden, {}, h.data(), rows, gu.data(), 2 * inter);
+  project(w[LinearName::Up], inter, hidden, {}, h.data(), rows, gu.data() + inter, 2 * inter);
   cpu::silu_mul_rows(gu.data(), rows, inter, act);
 }
 
@@ -318,10 +312,9 @@ void DecoderLayerRunner::run_gate_up(const LayerWeights& w, const InputSink& sin
 
 void DecoderLayerRunner::run_down(const LayerWeights& w, std::vector<float>& out) {
   const int64_t hidden = dims_.hidden, inter = dims_.intermediate;
-  const DenseMatrix wd = dense(w[LinearName::Down], hidden, inter);
   out.resize(size_t(tokens() * hidden));
   if (act_stored_) {
-    cpu::linear(wd, nullptr, act_.data(), tokens(), out.data());
+    project(w[LinearName::Down], hidden, inter, {}, act_.data(), tokens(), out.data(), hidden);
   } else {
     const int64_t chunk = chunk_rows();
     std::vector<float> act;
@@ -329,7 +322,8 @@ void DecoderLayerRunner::run_down(const LayerWeights& w, std::vector<float>& out
       const int64_t rows = std::min(chunk, tokens() - r0);
       act.resize(size_t(rows * inter));
       gate_up_chunk(w, r0, rows, act.data());
-      cpu::linear(wd, nullptr, act.data(), rows, out.data() + r0 * hidden);
+      project(w[LinearName::Down], hidden, inter, {}, act.data(), rows, out.data() + r0 * hidden,
+              hidden);
     }
   }
   cpu::add_inplace(out.data(), x1_.data(), tokens() * hidden);

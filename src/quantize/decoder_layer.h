@@ -2,7 +2,9 @@
 // One Llama-family decoder layer in f32 for calibration (the same computation as
 // model/llama.cc, over whole calibration samples rather than a KV cache), run in stages so
 // that each linear group's inputs can be observed after the groups before it are quantized
-// (GPTQ's true-sequential order): q/k/v → o → gate/up → down.
+// (GPTQ's true-sequential order): q/k/v → o → gate/up → down. The linears run through the
+// calibration GEMM (quantize/calibration_gemm.h): same math, a different f32 summation order from
+// the engine's kernels.
 #include <cstdint>
 #include <functional>
 #include <string>

@@ -1,15 +1,13 @@
 // The dense kernels behind calibration and GPTQ (src/quantize/calibration_kernels.h) against
-// their scalar references and against the computations they replaced: the lower-triangle Gram
-// update must give exactly the full product of the engine's matmul (its dot products are
-// symmetric bit for bit), the GEMM form of GPTQ's update the same numbers as axpys, and GPTQ's
-// codes must not depend on the lazy-batch width.
+// their scalar references: the lower-triangle Gram update within its stated f32 bound of the
+// double sums (and exactly symmetric), the GEMM form of GPTQ's update the same numbers as axpys,
+// and GPTQ's codes must not depend on the lazy-batch width.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
 #include <vector>
 
-#include "backend/cpu/ops.h"
 #include "quant/types.h"
 #include "quantize/calibration_kernels.h"
 #include "quantize/int_quantizer.h"
@@ -33,38 +31,24 @@ std::vector<double> randn_f64(size_t n, uint64_t seed) {
   return v;
 }
 
-// What InputStatistics did before the triangle kernel: the full Xᵀ·X of each 1024-row chunk
-// through cpu::linear (Xᵀ as both weight and input), added in double.
-std::vector<double> full_matmul_gram(const std::vector<float>& x, int64_t m, int64_t k) {
-  std::vector<double> h(size_t(k * k), 0.0);
-  for (int64_t r0 = 0; r0 < m; r0 += 1024) {
-    const int64_t rows = std::min<int64_t>(1024, m - r0);
-    std::vector<float> xt(size_t(k * rows)), y(size_t(k * k));
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < k; ++c) xt[size_t(c * rows + r)] = x[size_t((r0 + r) * k + c)];
-    const cpu::DenseMatrix w(cpu::WeightType::F32, k, rows, xt);
-    cpu::linear(w, nullptr, xt.data(), k, y.data());
-    for (size_t i = 0; i < y.size(); ++i) h[i] += double(y[i]);
-  }
-  return h;
-}
-
-TEST(QuantizeKernels, GramTriangleEqualsFullMatmulExactly) {
+TEST(QuantizeKernels, GramMatchesReferenceWithinChunkBound) {
+  // Shapes around the 6 × 16 register tile, the 256-row chunks and k not a multiple of either.
   for (const auto& [m, k] : std::vector<std::pair<int64_t, int64_t>>{
-           {1, 7}, {100, 37}, {2500, 96}, {1100, 130}, {300, 200}}) {
+           {1, 7}, {100, 37}, {2500, 96}, {1100, 130}, {300, 200}, {513, 576}}) {
     const std::vector<float> x = randn_f32(size_t(m * k), uint64_t(m * 1000 + k));
-    std::vector<double> h(size_t(k * k), 0.0);
+    std::vector<double> h(size_t(k * k), 0.0), ref(size_t(k * k), 0.0);
     accumulate_gram(x.data(), m, k, h.data());
-    const std::vector<double> full = full_matmul_gram(x, m, k);
-    std::vector<double> ref(size_t(k * k), 0.0);
     accumulate_gram_reference(x.data(), m, k, ref.data());
     for (int64_t i = 0; i < k; ++i)
       for (int64_t j = 0; j < k; ++j) {
         const size_t e = size_t(i * k + j);
-        ASSERT_EQ(h[e], full[e]) << "m=" << m << " k=" << k << " (" << i << ", " << j << ")";
         ASSERT_EQ(h[e], h[size_t(j * k + i)]);
-        // f32 sums of ≤ 1024 products of N(0, 1) numbers: far inside 1e-4·m.
-        ASSERT_NEAR(h[e], ref[e], 1e-4 * double(m)) << "m=" << m << " k=" << k;
+        // f32 sums of ≤ 256 fused products per chunk: γ₂₅₆ = 256·2⁻²⁴ of Σ|products|.
+        double magnitude = 0.0;
+        for (int64_t t = 0; t < m; ++t)
+          magnitude += std::fabs(double(x[size_t(t * k + i)]) * x[size_t(t * k + j)]);
+        ASSERT_LE(std::fabs(h[e] - ref[e]), 256.0 * std::ldexp(1.0, -24) * magnitude + 1e-12)
+            << "m=" << m << " k=" << k << " (" << i << ", " << j << ")";
       }
   }
 }

@@ -33,11 +33,21 @@ struct SubBlockFit {
   float min = 0.0f;    // ≥ 0: the value subtracted, x ≈ scale·q − min
 };
 
-// Weighted search for (scale, min) of one sub-block: start from the min/max fit, then try 21
-// candidate inverse scales (nmax − 1 + 0.1·i)/(max − min), solve the weighted least squares for
-// scale and offset at the codes each candidate gives, and keep the lowest weighted squared
-// error. The offset is never allowed above zero (a positive min is not representable).
-SubBlockFit fit_sub_block(const float* x, const float* w, uint8_t* codes) {
+// Candidate inverse scales (nmax + start + step·i)/(max − min), i = 0..steps.
+struct SearchGrid {
+  float start, step;
+  int steps;
+};
+// The reference quantizer's 21 candidates, and the 37 finer ones llama.cpp searches when an
+// importance matrix is given.
+constexpr SearchGrid kReferenceGrid{-1.0f, 0.1f, 20};
+constexpr SearchGrid kWeightedGrid{-0.9f, 0.05f, 36};
+
+// Weighted search for (scale, min) of one sub-block: start from the min/max fit, then try the
+// grid's candidate inverse scales, solve the weighted least squares for scale and offset at the
+// codes each candidate gives, and keep the lowest weighted squared error. The offset is never
+// allowed above zero (a positive min is not representable).
+SubBlockFit fit_sub_block(const float* x, const float* w, uint8_t* codes, SearchGrid grid) {
   float lo = x[0], hi = x[0];
   float sum_w = w[0];
   float sum_x = sum_w * x[0];
@@ -62,10 +72,8 @@ SubBlockFit fit_sub_block(const float* x, const float* w, uint8_t* codes) {
     best += w[i] * (diff * diff);
   }
   std::array<uint8_t, kSub> trial{};
-  constexpr float kStart = -1.0f, kStep = 0.1f;
-  constexpr int kSteps = 20;
-  for (int step = 0; step <= kSteps; ++step) {
-    inv = (kStart + kStep * step + kLevels) / (hi - lo);
+  for (int step = 0; step <= grid.steps; ++step) {
+    inv = (grid.start + grid.step * static_cast<float>(step) + kLevels) / (hi - lo);
     float sum_l = 0, sum_l2 = 0, sum_xl = 0;
     for (int i = 0; i < kSub; ++i) {
       const int q = std::clamp(nearest(inv * (x[i] - lo)), 0, kLevels);
@@ -98,31 +106,15 @@ SubBlockFit fit_sub_block(const float* x, const float* w, uint8_t* codes) {
   return {scale, -lo};
 }
 
-void quantize_block(const float* x, uint8_t* out) {
-  std::array<uint8_t, kQ4KBlockElems> codes{};
-  std::array<SubBlockFit, kSubBlocks> fits{};
-  float max_scale = 0, max_min = 0;
-  for (int j = 0; j < kSubBlocks; ++j) {
-    const float* xs = x + kSub * j;
-    float sum_x2 = 0;
-    for (int l = 0; l < kSub; ++l) sum_x2 += xs[l] * xs[l];
-    const float rms = std::sqrt(sum_x2 / kSub);
-    std::array<float, kSub> weights{};
-    for (int l = 0; l < kSub; ++l) weights[static_cast<size_t>(l)] = rms + std::fabs(xs[l]);
-    fits[static_cast<size_t>(j)] = fit_sub_block(xs, weights.data(), codes.data() + kSub * j);
-    max_scale = std::max(max_scale, fits[static_cast<size_t>(j)].scale);
-    max_min = std::max(max_min, fits[static_cast<size_t>(j)].min);
-  }
-
-  // Second level: the sub-block scales and mins as 6-bit multiples of the f16 d and dmin.
-  const float inv_scale = max_scale > 0 ? kScaleLevels / max_scale : 0.0f;
-  const float inv_min = max_min > 0 ? kScaleLevels / max_min : 0.0f;
+// Packs a super-block: f16 d and dmin, the 6-bit sub-block scales `sc` and mins `mn` (their
+// multiples), and the 4-bit codes requantized against the scales as stored (a sub-block whose
+// stored scale is 0 keeps the codes of its own fit in `codes`: they multiply 0).
+void encode_block(const float* x, const std::array<int, kSubBlocks>& sc,
+                  const std::array<int, kSubBlocks>& mn, float d_value, float dmin_value,
+                  std::array<uint8_t, kQ4KBlockElems>& codes, uint8_t* out) {
   uint8_t packed[12] = {};
-  std::array<int, kSubBlocks> sc{}, mn{};
   for (int j = 0; j < kSubBlocks; ++j) {
     const auto s = static_cast<size_t>(j);
-    sc[s] = std::min(kScaleLevels, nearest(inv_scale * fits[s].scale));
-    mn[s] = std::min(kScaleLevels, nearest(inv_min * fits[s].min));
     // Sub-blocks 0-3 keep their 6 bits in bytes 0-7; 4-7 put their low nibbles in bytes 8-11
     // and their top two bits in the spare high bits of bytes 0-7.
     if (j < 4) {
@@ -134,14 +126,12 @@ void quantize_block(const float* x, uint8_t* out) {
       packed[j] = static_cast<uint8_t>(packed[j] | ((mn[s] >> 4) << 6));
     }
   }
-  const uint16_t d_bits = f32_to_f16(max_scale / kScaleLevels);
-  const uint16_t dmin_bits = f32_to_f16(max_min / kScaleLevels);
+  const uint16_t d_bits = f32_to_f16(d_value);
+  const uint16_t dmin_bits = f32_to_f16(dmin_value);
   std::memcpy(out, &d_bits, 2);
   std::memcpy(out + 2, &dmin_bits, 2);
   std::memcpy(out + 4, packed, 12);
 
-  // Requantize against the scales as stored (a sub-block whose stored scale is 0 keeps the codes
-  // of its own fit: they multiply 0).
   const float d = f16_to_f32(d_bits), dmin = f16_to_f32(dmin_bits);
   for (int j = 0; j < kSubBlocks; ++j) {
     const auto s = static_cast<size_t>(j);
@@ -162,6 +152,135 @@ void quantize_block(const float* x, uint8_t* out) {
                                (codes[static_cast<size_t>(64 * pair + 32 + l)] << 4));
 }
 
+void quantize_block(const float* x, uint8_t* out) {
+  std::array<uint8_t, kQ4KBlockElems> codes{};
+  std::array<SubBlockFit, kSubBlocks> fits{};
+  float max_scale = 0, max_min = 0;
+  for (int j = 0; j < kSubBlocks; ++j) {
+    const float* xs = x + kSub * j;
+    float sum_x2 = 0;
+    for (int l = 0; l < kSub; ++l) sum_x2 += xs[l] * xs[l];
+    const float rms = std::sqrt(sum_x2 / kSub);
+    std::array<float, kSub> weights{};
+    for (int l = 0; l < kSub; ++l) weights[static_cast<size_t>(l)] = rms + std::fabs(xs[l]);
+    fits[static_cast<size_t>(j)] =
+        fit_sub_block(xs, weights.data(), codes.data() + kSub * j, kReferenceGrid);
+    max_scale = std::max(max_scale, fits[static_cast<size_t>(j)].scale);
+    max_min = std::max(max_min, fits[static_cast<size_t>(j)].min);
+  }
+  // Second level: the sub-block scales and mins as 6-bit multiples of the f16 d and dmin.
+  const float inv_scale = max_scale > 0 ? kScaleLevels / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? kScaleLevels / max_min : 0.0f;
+  std::array<int, kSubBlocks> sc{}, mn{};
+  for (int j = 0; j < kSubBlocks; ++j) {
+    const auto s = static_cast<size_t>(j);
+    sc[s] = std::min(kScaleLevels, nearest(inv_scale * fits[s].scale));
+    mn[s] = std::min(kScaleLevels, nearest(inv_min * fits[s].min));
+  }
+  encode_block(x, sc, mn, max_scale / kScaleLevels, max_min / kScaleLevels, codes, out);
+}
+
+// The weighted fit of n non-negative values (the sub-block scales or mins) as multiples
+// L ∈ [0, nmax] of one scale, as llama.cpp's make_qp_quants: the best of 9 candidate scales
+// around max/nmax by weighted squared error, then up to 5 passes that move single multiples
+// while that raises Σwxl²/Σwl² (i.e. lowers the weighted error of the least-squares scale).
+// Returns the least-squares scale of the final multiples.
+float fit_multiples(const float* v, const float* w, int nmax, std::array<int, kSubBlocks>& l) {
+  constexpr int n = kSubBlocks;
+  float max = 0;
+  for (int i = 0; i < n; ++i) max = std::max(max, v[i]);
+  if (max < 1e-15f) {
+    l.fill(0);
+    return 0.0f;
+  }
+  float inv = static_cast<float>(nmax) / max;
+  float best = 0;
+  {
+    const float scale = 1 / inv;
+    for (int i = 0; i < n; ++i) {
+      const float diff = v[i] - scale * static_cast<float>(nearest(inv * v[i]));
+      best += w[i] * diff * diff;
+    }
+  }
+  for (int step = -4; step <= 4; ++step) {
+    if (step == 0) continue;
+    const float inv_try = (0.1f * static_cast<float>(step) + static_cast<float>(nmax)) / max;
+    const float scale_try = 1 / inv_try;
+    float err = 0;
+    for (int i = 0; i < n; ++i) {
+      const int q = std::min(nmax, nearest(inv_try * v[i]));
+      const float diff = v[i] - scale_try * static_cast<float>(q);
+      err += w[i] * diff * diff;
+    }
+    if (err < best) {
+      best = err;
+      inv = inv_try;
+    }
+  }
+  float sum_lx = 0, sum_l2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const auto s = static_cast<size_t>(i);
+    l[s] = std::min(nmax, nearest(inv * v[i]));
+    const float q = static_cast<float>(l[s]);
+    sum_lx += w[i] * v[i] * q;
+    sum_l2 += w[i] * q * q;
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const auto s = static_cast<size_t>(i);
+      const float q = static_cast<float>(l[s]);
+      float slx = sum_lx - w[i] * v[i] * q;
+      float sl2 = sum_l2 - w[i] * q * q;
+      if (!(slx > 0 && sl2 > 0)) continue;
+      const int q_new = std::min(nmax, nearest(v[i] * sl2 / slx));
+      if (q_new == l[s]) continue;
+      const float qn = static_cast<float>(q_new);
+      slx += w[i] * v[i] * qn;
+      sl2 += w[i] * qn * qn;
+      if (slx * slx * sum_l2 > sum_lx * sum_lx * sl2) {
+        l[s] = q_new;
+        sum_lx = slx;
+        sum_l2 = sl2;
+        ++changed;
+      }
+    }
+    if (changed == 0) break;
+  }
+  return sum_l2 > 0 ? sum_lx / sum_l2 : 0.0f;
+}
+
+// llama.cpp's importance-weighted Q4_K (quantize_row_q4_K_impl): element weights
+// qw·sqrt(σ² + x²) with σ² = 2·mean(x²) of the super-block, the finer sub-block search, and the
+// second level fitted by weighted least squares (weights: each sub-block's total weight)
+// instead of max/63.
+void quantize_block_weighted(const float* x, const float* qw, uint8_t* out) {
+  float sum_x2 = 0;
+  for (int l = 0; l < kQ4KBlockElems; ++l) sum_x2 += x[l] * x[l];
+  const float sigma2 = 2 * sum_x2 / kQ4KBlockElems;
+  std::array<uint8_t, kQ4KBlockElems> codes{};
+  std::array<float, kSubBlocks> scales{}, mins{}, sub_weight{};
+  for (int j = 0; j < kSubBlocks; ++j) {
+    const auto s = static_cast<size_t>(j);
+    const float* xs = x + kSub * j;
+    std::array<float, kSub> weights{};
+    float sum_w = 0;
+    for (int l = 0; l < kSub; ++l) {
+      weights[static_cast<size_t>(l)] = qw[kSub * j + l] * std::sqrt(sigma2 + xs[l] * xs[l]);
+      sum_w += weights[static_cast<size_t>(l)];
+    }
+    sub_weight[s] = sum_w;
+    const SubBlockFit fit =
+        fit_sub_block(xs, weights.data(), codes.data() + kSub * j, kWeightedGrid);
+    scales[s] = fit.scale;
+    mins[s] = fit.min;
+  }
+  std::array<int, kSubBlocks> sc{}, mn{};
+  const float d = fit_multiples(scales.data(), sub_weight.data(), kScaleLevels, sc);
+  const float dmin = fit_multiples(mins.data(), sub_weight.data(), kScaleLevels, mn);
+  encode_block(x, sc, mn, d, dmin, codes, out);
+}
+
 }  // namespace
 
 void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements) {
@@ -169,6 +288,10 @@ void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements) {
                "Q4_K: {} elements is not a whole number of 256-element super-blocks", n_elements);
   for (int64_t b = 0; b < n_elements / kQ4KBlockElems; ++b)
     quantize_block(src + b * kQ4KBlockElems, dst + b * kQ4KBlockBytes);
+}
+
+void quantize_block_q4_k_weighted(const float* x, const float* weights, uint8_t* dst) {
+  quantize_block_weighted(x, weights, dst);
 }
 
 GgmlType kquant_row_type(GgmlType requested, int64_t row_elems) {

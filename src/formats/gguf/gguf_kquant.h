@@ -18,6 +18,12 @@ inline constexpr int kQ4KBlockBytes = 144;
 // n_elements / 256 * 144 bytes.
 void quantize_row_q4_k(const float* src, uint8_t* dst, int64_t n_elements);
 
+// One 256-element super-block the way llama.cpp quantizes it with an importance matrix
+// (quantize_row_q4_K_impl): element weights weights[i]·sqrt(σ² + x[i]²), σ² = 2·mean(x²), a
+// finer 37-candidate sub-block search, and the 6-bit scales and mins fitted by weighted least
+// squares. gguf_weighted_quant.h wraps it with the safeguards nibble adds.
+void quantize_block_q4_k_weighted(const float* x, const float* weights, uint8_t* dst);
+
 // The type a matrix whose rows have `row_elems` values is written in when `requested` is asked
 // for: K-quants need rows of whole 256-element super-blocks, and like llama.cpp's quantizer a
 // row that is not falls back to a 32-element type of at least the same precision (Q4_K → Q5_0:

@@ -50,6 +50,8 @@ void save_layer_statistics(const std::filesystem::path& dir, int64_t layer,
     if (s->has_hessian())
       tensors.push_back({{p + ".hessian_sum", DType::F64, {k, k}}, as_bytes(s->hessian_sum())});
     tensors.push_back({{p + ".abs_sum", DType::F64, {k}}, as_bytes(s->abs_sum())});
+    if (!s->square_sum().empty())
+      tensors.push_back({{p + ".square_sum", DType::F64, {k}}, as_bytes(s->square_sum())});
     tensors.push_back({{p + ".max_abs", DType::F32, {k}}, as_bytes(s->max_abs())});
     tensors.push_back({{p + ".kept", DType::F32, {s->kept_count(), k}}, as_bytes(s->kept_rows())});
   }
@@ -71,12 +73,17 @@ LayerStatistics load_layer_statistics(const std::filesystem::path& dir, int64_t 
       h = read_tensor<double>(*file, p + ".hessian_sum", DType::F64, uint64_t(k * k));
     auto abs_sum = read_tensor<double>(*file, p + ".abs_sum", DType::F64, uint64_t(k));
     auto max_abs = read_tensor<float>(*file, p + ".max_abs", DType::F32, uint64_t(k));
+    // Absent in files written before importance-weighted GGUF quantization.
+    std::vector<double> square_sum;
+    if (file->find(p + ".square_sum"))
+      square_sum = read_tensor<double>(*file, p + ".square_sum", DType::F64, uint64_t(k));
     const SafetensorsTensor* kept_t = file->find(p + ".kept");
     NIBBLE_CHECK(kept_t && kept_t->shape.size() == 2 && kept_t->shape[1] == k,
                  "{}: tensor '{}.kept' is missing or not [rows, {}]", file->source(), p, k);
     auto kept = read_tensor<float>(*file, p + ".kept", DType::F32, kept_t->num_elements());
     auto s = std::make_unique<InputStatistics>(k, !h.empty());
-    s->restore(count[0], std::move(h), std::move(abs_sum), std::move(max_abs), std::move(kept));
+    s->restore(count[0], std::move(h), std::move(abs_sum), std::move(max_abs), std::move(kept),
+               std::move(square_sum));
     stats[group] = std::move(s);
   }
   return stats;

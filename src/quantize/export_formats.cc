@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "model/loader.h"
 #include "quant/reference/dequantize.h"
@@ -310,6 +312,15 @@ void export_fp8(const ModelSource& source, const QuantizedModel& model, const Re
       add_tensor(tensors, p + ".input_scale", DType::F32, {1},
                  encode_floats({*s.act.input_scale}, DType::F32));
     }
+  }
+  // KV-cache scales where vLLM's and SGLang's fp8 KV-cache method looks for them (on the
+  // attention module; no config key announces them), [1] like the other scales of this format.
+  for (size_t layer = 0; layer < model.kv_scales.size(); ++layer) {
+    const std::string attn = fmt::format("model.layers.{}.self_attn.", layer);
+    add_tensor(tensors, attn + "k_scale", DType::F32, {1},
+               encode_floats({model.kv_scales[layer].first}, DType::F32));
+    add_tensor(tensors, attn + "v_scale", DType::F32, {1},
+               encode_floats({model.kv_scales[layer].second}, DType::F32));
   }
   json ignored = ignore_list(source, model);
   json config = {{"quant_method", "fp8"},

@@ -1,8 +1,9 @@
 #pragma once
 // What offline quantization learns about one linear layer's inputs X[n, K] from calibration:
-// the Hessian H = 2·XᵀX/n (GPTQ), the per-channel mean |x| (AWQ) and max |x| (SmoothQuant,
-// static activation scales), and an evenly spread subset of the rows themselves for searches
-// that need real inputs (AWQ's scale and clipping searches, error logs).
+// the Hessian H = 2·XᵀX/n (GPTQ), the per-channel mean |x| (AWQ), mean x² (the importance of
+// importance-weighted GGUF quantization) and max |x| (SmoothQuant, static activation scales), and
+// an evenly spread subset of the rows themselves for searches that need real inputs (AWQ's scale
+// and clipping searches, error logs).
 #include <cstdint>
 #include <vector>
 
@@ -22,6 +23,9 @@ class InputStatistics {
   // 2·XᵀX/n, [K, K] row-major.
   std::vector<double> hessian() const;
   std::vector<float> mean_abs() const;
+  // Per-channel mean x² (llama.cpp's imatrix values). Statistics restored from a file that
+  // predates it fall back to the Hessian's diagonal / 2 (the same number); Error without either.
+  std::vector<float> mean_square() const;
   const std::vector<float>& max_abs() const { return max_abs_; }
   const std::vector<float>& kept_rows() const { return kept_; }
   int64_t kept_count() const { return k_ > 0 ? int64_t(kept_.size()) / k_ : 0; }
@@ -32,9 +36,11 @@ class InputStatistics {
 
   // Restores a saved state (--load-calibration).
   void restore(int64_t n, std::vector<double> hessian_sum, std::vector<double> abs_sum,
-               std::vector<float> max_abs, std::vector<float> kept);
+               std::vector<float> max_abs, std::vector<float> kept,
+               std::vector<double> square_sum = {});
   const std::vector<double>& hessian_sum() const { return xtx_; }
   const std::vector<double>& abs_sum() const { return abs_sum_; }
+  const std::vector<double>& square_sum() const { return square_sum_; }
 
  private:
   int64_t k_ = 0;
@@ -42,6 +48,7 @@ class InputStatistics {
   int64_t keep_every_ = 0, keep_max_ = 0;
   std::vector<double> xtx_;  // Σ x·xᵀ
   std::vector<double> abs_sum_;
+  std::vector<double> square_sum_;
   std::vector<float> max_abs_;
   std::vector<float> kept_;
 };

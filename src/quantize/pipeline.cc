@@ -12,9 +12,11 @@
 
 #include "core/error.h"
 #include "core/numeric.h"
+#include "core/thread_pool.h"
 #include "formats/gguf/gguf_dequant.h"
 #include "formats/gguf/gguf_file.h"
 #include "formats/gguf/gguf_kquant.h"
+#include "formats/gguf/gguf_weighted_quant.h"
 #include "model/linear_builder.h"
 #include "model/loader.h"
 #include "quant/reference/dequantize.h"
@@ -47,11 +49,16 @@ IntQuantOptions int_options(const Recipe& r, quant::ScaleDType scale_dtype) {
   return o;
 }
 
+// `importance`: per input column (--method imatrix), or empty for the reference quantizers.
 quant::QuantizedTensor quantize_gguf(const std::vector<float>& w, int64_t rows, int64_t cols,
-                                     int type, const std::string& module) {
+                                     int type, const std::vector<float>& importance,
+                                     const std::string& module) {
   // Rows that do not fill K-quant super-blocks take llama.cpp's fallback type.
   const auto t = gguf::kquant_row_type(static_cast<gguf::GgmlType>(type), cols);
   NIBBLE_CHECK(gguf::can_quantize(t), "{}: nibble has no quantizer for GGUF type {}", module,
+               gguf::type_name(t));
+  NIBBLE_CHECK(importance.empty() || gguf::can_quantize_weighted(t),
+               "{}: GGUF type {} has no importance-weighted quantizer (Q4_0, Q5_0, Q4_K)", module,
                gguf::type_name(t));
   const auto traits = gguf::type_traits(t);
   NIBBLE_CHECK(traits && cols % traits->block_elems == 0,
@@ -64,8 +71,14 @@ quant::QuantizedTensor quantize_gguf(const std::vector<float>& w, int64_t rows, 
   q.cols = cols;
   q.row_bytes = int64_t(gguf::row_bytes(t, cols));
   q.codes.resize(size_t(rows * q.row_bytes));
-  for (int64_t n = 0; n < rows; ++n)
-    gguf::quantize_row(t, w.data() + n * cols, q.codes.data() + n * q.row_bytes, cols);
+  const float* weights = importance.empty() ? nullptr : importance.data();
+  // Rows are independent: split them over the pool (the weighted search costs ~20 reference
+  // quantizations per block).
+  ThreadPool::global().parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t n = r0; n < r1; ++n)
+      gguf::quantize_row_weighted(t, w.data() + n * cols, weights, q.codes.data() + n * q.row_bytes,
+                                  cols);
+  });
   return q;
 }
 
@@ -111,7 +124,15 @@ quant::LinearScheme quantize_linear(const Recipe& r, const PipelineOptions& o,
         s.act.group_size = r.act_group_size;
       break;
     }
-    case WeightKind::Gguf: s.weight = quantize_gguf(w, rows, cols, r.gguf_type, module); break;
+    case WeightKind::Gguf: {
+      std::vector<float> importance;
+      if (r.method == Method::Imatrix) {
+        NIBBLE_CHECK(stats != nullptr, "{}: --method imatrix needs calibration statistics", module);
+        importance = stats->mean_square();
+      }
+      s.weight = quantize_gguf(w, rows, cols, r.gguf_type, importance, module);
+      break;
+    }
     case WeightKind::Nvfp4: {
       s.weight = quantize_nvfp4(w, rows, cols, group_amax);
       s.act.group_size = r.act_group_size;

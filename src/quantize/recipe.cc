@@ -1,5 +1,7 @@
 #include "quantize/recipe.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -36,8 +38,11 @@ Method parse_method(const std::string& name) {
   if (name == "awq") return Method::Awq;
   if (name == "smoothquant") return Method::SmoothQuant;
   if (name == "smoothquant+gptq") return Method::SmoothQuantGptq;
-  fail("--method: unknown value '{}' (expected rtn, gptq, awq, smoothquant or smoothquant+gptq)",
-       name);
+  if (name == "imatrix") return Method::Imatrix;
+  fail(
+      "--method: unknown value '{}' (expected rtn, gptq, awq, smoothquant, smoothquant+gptq or "
+      "imatrix)",
+      name);
 }
 
 std::string method_name(Method m) {
@@ -46,9 +51,37 @@ std::string method_name(Method m) {
     case Method::Gptq: return "gptq";
     case Method::Awq: return "awq";
     case Method::SmoothQuant: return "smoothquant";
+    case Method::Imatrix: return "imatrix";
     case Method::SmoothQuantGptq:
     default: return "smoothquant+gptq";
   }
+}
+
+std::string kv_cache_scheme_from_args(const std::map<std::string, std::string>& args,
+                                      const std::string& where) {
+  const std::map<std::string, std::vector<std::string>> accepted = {
+      {"num_bits", {"8"}},
+      {"type", {"float"}},
+      {"strategy", {"tensor"}},
+      {"dynamic", {"false", "False"}},
+      {"symmetric", {"true", "True"}},
+      {"observer", {"minmax", "static_minmax", "null", "~", ""}},
+      {"group_size", {"null", "~", ""}}};
+  for (const auto& [key, value] : args) {
+    const auto it = accepted.find(key);
+    NIBBLE_CHECK(it != accepted.end(),
+                 "{}: unknown key '{}' in kv_cache_scheme (nibble reads num_bits, type, strategy, "
+                 "dynamic, symmetric, observer, group_size)",
+                 where, key);
+    NIBBLE_CHECK(std::find(it->second.begin(), it->second.end(), value) != it->second.end(),
+                 "{}: kv_cache_scheme.{} '{}' is not supported (nibble calibrates static "
+                 "per-tensor fp8 K/V scales: num_bits 8, type float, strategy tensor, dynamic "
+                 "false, symmetric true)",
+                 where, key, value);
+  }
+  for (const char* key : {"num_bits", "type"})
+    NIBBLE_CHECK(args.count(key) != 0, "{}: kv_cache_scheme needs {}", where, key);
+  return "fp8";
 }
 
 void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmetric_flag) {
@@ -107,6 +140,8 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
   NIBBLE_CHECK(!int_method || r.kind == WeightKind::Int,
                "--method {}: calibrated methods apply to integer schemes; use --method rtn for {}",
                method_name(r.method), s);
+  NIBBLE_CHECK(r.method != Method::Imatrix || r.kind == WeightKind::Gguf,
+               "--method imatrix weights GGUF block types (--scheme Q4_0 or Q4_K), not {}", s);
   const bool smooth = r.method == Method::SmoothQuant || r.method == Method::SmoothQuantGptq;
   NIBBLE_CHECK(!smooth || r.act == quant::ActQuantKind::DynamicPerTokenInt8,
                "--method {}: SmoothQuant moves activation outliers into the weights; it is for "
@@ -178,6 +213,24 @@ void read_recipe_file(const std::filesystem::path& path, Recipe& r, int64_t& gro
         r.smoothquant_alpha = value.get<float>();
       } else if (key == "ignore") {
         for (const auto& p : value) r.ignore.emplace_back(p.get<std::string>());
+      } else if (key == "kv_cache_scheme") {
+        // "fp8", null, or LLM Compressor's argument object.
+        if (value.is_null()) {
+          r.kv_cache_scheme.clear();
+        } else if (value.is_string()) {
+          NIBBLE_CHECK(value.get<std::string>() == "fp8",
+                       "--recipe {}: kv_cache_scheme '{}' (expected \"fp8\" or LLM Compressor's "
+                       "{{\"num_bits\": 8, \"type\": \"float\", ...}})",
+                       path.string(), value.get<std::string>());
+          r.kv_cache_scheme = "fp8";
+        } else {
+          NIBBLE_CHECK(value.is_object(), "--recipe {}: kv_cache_scheme must be an object",
+                       path.string());
+          std::map<std::string, std::string> args;
+          for (const auto& [k, v] : value.items())
+            args[k] = v.is_string() ? v.get<std::string>() : v.dump();
+          r.kv_cache_scheme = kv_cache_scheme_from_args(args, "--recipe " + path.string());
+        }
       } else {
         fail("--recipe {}: unknown key '{}'", path.string(), key);
       }

@@ -5,6 +5,7 @@
 // type names (Q4_0, Q8_0, Q4_K).
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -15,7 +16,9 @@
 namespace nibble::quantize {
 
 enum class WeightKind { Int, Fp8, Gguf, Nvfp4 };
-enum class Method { Rtn, Gptq, Awq, SmoothQuant, SmoothQuantGptq };
+// Imatrix: GGUF block types with the calibration inputs' mean x² per column as the importance
+// of each weight in the block scale searches (llama.cpp's imatrix).
+enum class Method { Rtn, Gptq, Awq, SmoothQuant, SmoothQuantGptq, Imatrix };
 
 // A module-path pattern: an exact path, a substring (as AWQ's modules_to_not_convert), or a
 // "re:" regex matched against the whole path (as compressed-tensors' ignore).
@@ -55,6 +58,14 @@ struct Recipe {
   std::vector<ModulePattern> ignore;
   bool ignored(const std::string& module) const;
 };
+
+// LLM Compressor's kv_cache_scheme (the QuantizationArgs of the K/V cache), its values as
+// strings ("8", "float", "tensor", "false", "null"): nibble calibrates static per-tensor fp8
+// e4m3 K/V scales only, so the arguments must say that (num_bits 8, type float, strategy
+// tensor, dynamic false, symmetric true; observer and group_size may be given as LLM
+// Compressor writes them). Returns "fp8"; Error naming `where` and the argument otherwise.
+std::string kv_cache_scheme_from_args(const std::map<std::string, std::string>& args,
+                                      const std::string& where);
 
 Method parse_method(const std::string& name);
 std::string method_name(Method m);

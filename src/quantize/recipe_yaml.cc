@@ -3,6 +3,7 @@
 #include <fmt/ranges.h>
 #include <yaml-cpp/yaml.h>
 
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -52,6 +53,7 @@ struct ModifierArgs {
   std::optional<int64_t> block_size;
   std::optional<bool> actorder;
   std::optional<float> smoothing_strength;
+  std::optional<std::string> kv_cache_scheme;  // "fp8", or "" for an explicit null
 };
 
 std::optional<bool> parse_actorder(const std::string& v, const Context& c) {
@@ -91,6 +93,23 @@ ModifierArgs read_modifier(const YAML::Node& node, const Context& c,
         a.block_size = v.as<int64_t>();
       } else if (key == "actorder") {
         a.actorder = parse_actorder(scalar(v, c, key), c);
+      } else if (key == "kv_cache_scheme") {
+        if (v.IsNull()) {
+          a.kv_cache_scheme = "";
+        } else {
+          NIBBLE_CHECK(v.IsMap(),
+                       "--recipe {}: {}.kv_cache_scheme must be a mapping (num_bits: 8, type: "
+                       "float, strategy: tensor, dynamic: false, symmetric: true)",
+                       c.file, c.where);
+          std::map<std::string, std::string> args;
+          for (const auto& arg : v) {
+            const std::string name = arg.first.as<std::string>();
+            args[name] =
+                arg.second.IsNull() ? "null" : scalar(arg.second, c, "kv_cache_scheme." + name);
+          }
+          a.kv_cache_scheme =
+              kv_cache_scheme_from_args(args, fmt::format("--recipe {}: {}", c.file, c.where));
+        }
       } else if (key == "smoothing_strength") {
         a.smoothing_strength = v.as<float>();
       } else if (key == "sequential_update" || key == "offload_hessians") {
@@ -115,7 +134,8 @@ void read_llm_compressor_recipe(const std::filesystem::path& path, Recipe& r) {
   const std::string file = path.string();
   NIBBLE_CHECK(root.IsMap(), "--recipe {}: expected stages (e.g. quant_stage:) at the top level",
                file);
-  const std::set<std::string> quant_keys = {"targets", "scheme", "ignore"};
+  // kv_cache_scheme belongs to every quantization modifier (LLM Compressor's QuantizationMixin).
+  const std::set<std::string> quant_keys = {"targets", "scheme", "ignore", "kv_cache_scheme"};
   std::set<std::string> gptq_keys = quant_keys;
   gptq_keys.insert(
       {"dampening_frac", "block_size", "actorder", "sequential_update", "offload_hessians"});
@@ -175,6 +195,7 @@ void read_llm_compressor_recipe(const std::filesystem::path& path, Recipe& r) {
   if (weights.dampening_frac) r.damp_percent = *weights.dampening_frac;
   if (weights.block_size) r.gptq_block_size = *weights.block_size;
   if (weights.actorder) r.act_order = *weights.actorder;
+  if (weights.kv_cache_scheme) r.kv_cache_scheme = *weights.kv_cache_scheme;
 }
 
 }  // namespace nibble::quantize

@@ -378,10 +378,8 @@ def llama_gguf_rows(w, n_head):
     return w.reshape(n_head, 2, rows // n_head // 2, k).swapaxes(1, 2).reshape(rows, k)
 
 
-@pytest.mark.parametrize("scheme", ["Q8_0", "Q4_0", "Q4_K"])
-def test_gguf_export_codes_and_logits(nibble_bin, tiny, default_gguf, scheme):
-    gguf = pytest.importorskip("gguf")
-    # GGUF needs a tokenizer: the default model's, on a tiny model with its vocabulary size.
+def tiny_with_vocab(nibble_bin, tiny, default_gguf):
+    """GGUF needs a tokenizer: the default model's, on a tiny model with its vocabulary size."""
     src = tiny / "tiny_vocab"
     if not (src / "tokenizer.json").exists():
         hf = tiny / "default_hf"
@@ -396,9 +394,20 @@ def test_gguf_export_codes_and_logits(nibble_bin, tiny, default_gguf, scheme):
         assert r.returncode == 0, r.stderr
         for f in ("tokenizer.json", "tokenizer_config.json"):
             (src / f).write_bytes((hf / f).read_bytes())
-    name = f"gguf_{scheme}"
+    return src
+
+
+# imatrix: the importance-weighted searches (calibrated on the tiny calibration set).
+@pytest.mark.parametrize("scheme,method", [("Q8_0", "rtn"), ("Q4_0", "rtn"), ("Q4_K", "rtn"),
+                                           ("Q4_0", "imatrix"), ("Q4_K", "imatrix")])
+def test_gguf_export_codes_and_logits(nibble_bin, tiny, default_gguf, scheme, method):
+    gguf = pytest.importorskip("gguf")
+    src = tiny_with_vocab(nibble_bin, tiny, default_gguf)
+    name = f"gguf_{scheme}_{method}"
     out = tiny / f"{name}.gguf"
+    calib = ["--calib", tiny / "calib.json", "--nsamples", "16", "--seqlen", "64"]
     r = run([nibble_bin, "quantize", "-q", "-m", src, "--scheme", scheme, "--out", out, "--force",
+             "--method", method, *(calib if method == "imatrix" else []),
              "--logits-prompts", tiny / "prompts.json", "--logits-out", tiny / f"{name}.mem",
              "--save-dequantized", tiny / f"{name}.deq.safetensors"])
     assert r.returncode == 0, r.stderr
@@ -426,3 +435,29 @@ def test_gguf_export_codes_and_logits(nibble_bin, tiny, default_gguf, scheme):
     dense = nibble_logits(nibble_bin, tiny, src, "tiny_vocab")
     rel = np.sqrt(((mem - dense) ** 2).mean() / (dense ** 2).mean())
     assert rel < {"Q8_0": 0.02, "Q4_0": 0.35, "Q4_K": 0.15}[scheme], rel
+    if method == "imatrix":
+        # The weighting changed blocks: the weights differ from the reference quantizers'.
+        rtn = dequantized(tiny, f"gguf_{scheme}_rtn") if (
+            tiny / f"gguf_{scheme}_rtn.deq.safetensors").exists() else None
+        if rtn is not None:
+            assert any(not torch.equal(rtn[k], deq[k]) for k in deq)
+
+
+def test_gguf_imatrix_defaults_and_refusals(nibble_bin, tiny, default_gguf):
+    src = tiny_with_vocab(nibble_bin, tiny, default_gguf)
+    calib = ["--calib", tiny / "calib.json", "--nsamples", "4", "--seqlen", "32"]
+    # With calibration data, Q4_K defaults to the importance-weighted search.
+    report = tiny / "gguf_default.json"
+    r = run([nibble_bin, "quantize", "-q", "-m", src, "--scheme", "Q4_K", *calib, "--out",
+             tiny / "gguf_default.gguf", "--force", "--report", report])
+    assert r.returncode == 0, r.stderr
+    assert json.loads(report.read_text())["method"] == "imatrix"
+    # Q8_0 has nothing for the importance to steer; GPTQ is not a GGUF method.
+    for scheme, method, message in [("Q8_0", "imatrix", "Q8_0 has no scale search"),
+                                    ("Q4_K", "gptq", "apply to integer schemes"),
+                                    ("W4A16", "imatrix", "--method imatrix weights GGUF")]:
+        out = tiny / "gguf_refused.gguf"
+        r = run([nibble_bin, "quantize", "-q", "-m", src, "--scheme", scheme, "--method",
+                 method, *calib, "--out", out, "--force"])
+        assert r.returncode != 0 and message in r.stderr, (scheme, method, r.stderr)
+        assert not out.exists()

@@ -97,29 +97,46 @@ int run_quantize(const QuantizeOptions& o) {
   recipe.smoothquant_alpha = o.smoothquant_alpha;
   const bool gguf_scheme = o.scheme == "Q4_0" || o.scheme == "Q8_0" || o.scheme == "Q4_K";
   const bool int_scheme = o.scheme.rfind("W", 0) == 0;
+  // GGUF: with calibration data at hand (--calib or --load-calibration) the weighted search
+  // is what a careful user wants for the 4-bit types; without it, nibble does not run a
+  // calibration forward unasked. Q8_0 has nothing for importance to steer.
+  const bool calibration_given = !o.calib.empty() || !o.load_calibration.empty();
+  const bool imatrix_default = gguf_scheme && o.scheme != "Q8_0" && calibration_given;
   recipe.method = quantize::parse_method(!o.method.empty() ? o.method
                                          : int_scheme      ? "gptq"
+                                         : imatrix_default ? "imatrix"
                                                            : "rtn");
   recipe.format = !o.format.empty()     ? o.format
                   : gguf_scheme         ? "gguf"
                   : o.scheme == "NVFP4" ? "modelopt"
                                         : "compressed-tensors";
   for (const auto& p : o.ignore) recipe.ignore.emplace_back(p);
+  NIBBLE_CHECK(o.kv_cache_scheme.empty() || o.kv_cache_scheme == "fp8",
+               "--kv-cache-scheme: unknown value '{}' (expected fp8)", o.kv_cache_scheme);
+  recipe.kv_cache_scheme = o.kv_cache_scheme;  // a recipe's kv_cache_scheme overrides it
   if (!o.recipe_file.empty())
     quantize::read_recipe_file(o.recipe_file, recipe, group_size, symmetric);
   quantize::apply_scheme(recipe, group_size, symmetric);
-  NIBBLE_CHECK(o.kv_cache_scheme.empty() || o.kv_cache_scheme == "fp8",
-               "--kv-cache-scheme: unknown value '{}' (expected fp8)", o.kv_cache_scheme);
-  // Only compressed-tensors has a config field that says the k_scale/v_scale tensors are there.
-  NIBBLE_CHECK(o.kv_cache_scheme.empty() || recipe.format == "compressed-tensors",
-               "--kv-cache-scheme fp8: exported only with --format compressed-tensors, not {}",
-               recipe.format);
-  recipe.kv_cache_scheme = o.kv_cache_scheme;
+  // KV scales go where SGLang and vLLM read them: compressed-tensors (kv_cache_scheme and
+  // self_attn.k_scale/v_scale), fp8 (self_attn.k_scale/v_scale) and ModelOpt
+  // (kv_cache_quant_algo FP8 and k_proj.k_scale/v_proj.v_scale). GPTQ, AWQ and GGUF consumers
+  // never read KV scales: writing them there would be silently ignored.
+  NIBBLE_CHECK(recipe.kv_cache_scheme.empty() || recipe.format == "compressed-tensors" ||
+                   recipe.format == "fp8" || recipe.format == "modelopt",
+               "--kv-cache-scheme {}: --format {} has no KV-cache scales that SGLang or vLLM "
+               "read; use --format compressed-tensors, fp8 or modelopt",
+               recipe.kv_cache_scheme, recipe.format);
   if (recipe.format == "gguf") {
-    // GGUF blocks carry their own round-to-nearest scales (llama.cpp's reference quantizers);
-    // the file is written by the same code as `nibble convert`, tokenizer metadata included.
-    NIBBLE_CHECK(recipe.method == quantize::Method::Rtn,
-                 "--format gguf: GGUF block types are quantized round-to-nearest (--method rtn)");
+    // GGUF blocks carry their own scales: llama.cpp's reference quantizers (rtn) or its
+    // importance-weighted searches (imatrix); the file is written by the same code as
+    // `nibble convert`, tokenizer metadata included.
+    NIBBLE_CHECK(
+        recipe.method == quantize::Method::Rtn || recipe.method == quantize::Method::Imatrix,
+        "--format gguf: GGUF block types are quantized with --method rtn or imatrix, not {}",
+        quantize::method_name(recipe.method));
+    NIBBLE_CHECK(recipe.method != quantize::Method::Imatrix || recipe.scheme != "Q8_0",
+                 "--method imatrix: Q8_0 has no scale search for the importance to steer "
+                 "(llama.cpp ignores an imatrix for Q8_0 too); use --method rtn");
     NIBBLE_CHECK(recipe.scheme == "Q4_0" || recipe.scheme == "Q8_0" || recipe.scheme == "Q4_K",
                  "--format gguf: nibble quantize writes Q4_0, Q8_0 and Q4_K");
     NIBBLE_CHECK(recipe.ignore.empty(), "--format gguf: --ignore is not supported for GGUF output");
@@ -167,7 +184,9 @@ int run_quantize(const QuantizeOptions& o) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
   if (recipe.format == "gguf") {
-    write_gguf_from_source(source, o.out, recipe.scheme);
+    // The decoder linears are written as the pipeline quantized them (the imatrix search
+    // needs the calibration statistics; the file holds exactly the evaluated blocks).
+    write_gguf_from_source(source, o.out, recipe.scheme, &model.linears);
   } else {
     quantize::export_model(source, model, recipe, o.out, o.force);
   }
@@ -256,8 +275,9 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
          "W4A16, W4A16_ASYM, W8A16, W8A8, FP8_DYNAMIC, FP8, FP8_BLOCK, NVFP4, Q4_0, Q8_0, Q4_K")
       ->capture_default_str();
   app.add_option("--method", o->method,
-                 "rtn, gptq, awq, smoothquant or smoothquant+gptq (default: gptq for integer "
-                 "schemes, rtn for FP8)");
+                 "rtn, gptq, awq, smoothquant, smoothquant+gptq, or imatrix for GGUF (default: "
+                 "gptq for integer schemes; imatrix for Q4_0/Q4_K given --calib or "
+                 "--load-calibration; rtn otherwise)");
   app.add_option("--format", o->format,
                  "compressed-tensors (default), gptq, awq, fp8, modelopt (NVFP4), or gguf (--out "
                  "FILE.gguf)");

@@ -92,7 +92,8 @@ void add_tokenizer_metadata(const ModelSource& source, gguf::GgufWriter& writer)
 }  // namespace
 
 void write_gguf_from_source(const ModelSource& source, const std::filesystem::path& out,
-                            const std::string& type_name) {
+                            const std::string& type_name,
+                            const std::map<std::string, quant::LinearScheme>* quantized) {
   const gguf::GgmlType weight_type = parse_ggml_type(type_name);
   // The file itself is written under a partial name and renamed (AtomicFileWriter); a
   // leftover of an interrupted run goes first.
@@ -123,6 +124,28 @@ void write_gguf_from_source(const ModelSource& source, const std::filesystem::pa
     const Checkpoint* checkpoint = source.checkpoint.get();
     const std::string hf_name = t.name;
     const auto shape = t.shape;
+    const quant::QuantizedTensor* blocks = nullptr;
+    if (quantized && hf_name.ends_with(".weight")) {
+      const auto it = quantized->find(hf_name.substr(0, hf_name.size() - 7));
+      if (it != quantized->end()) blocks = &it->second.weight;
+    }
+    if (blocks) {
+      NIBBLE_CHECK(blocks->elem == quant::ElemType::GgufBlock && blocks->gguf_type == int(type) &&
+                       blocks->rows == shape[0] && blocks->cols == shape[1],
+                   "{}: the quantized blocks are not {} [{}, {}]", hf_name, gguf::type_name(type),
+                   shape[0], shape[1]);
+      writer.add_tensor_lazy(*name, type, shape, [=]() {
+        // Quantization is per row, so llama.cpp's q/k row order permutes whole block rows.
+        if (!permute) return blocks->codes;
+        const auto row_bytes = static_cast<size_t>(blocks->row_bytes);
+        std::vector<uint8_t> permuted(blocks->codes.size());
+        for (int64_t r = 0; r < shape[0]; ++r)
+          std::memcpy(&permuted[size_t(llama_gguf_row_for_hf_row(r, shape[0], heads)) * row_bytes],
+                      &blocks->codes[size_t(r) * row_bytes], row_bytes);
+        return permuted;
+      });
+      continue;
+    }
     writer.add_tensor_lazy(*name, type, shape, [=]() {
       std::vector<float> values = checkpoint->load_f32(hf_name);
       if (permute) {

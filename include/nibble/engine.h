@@ -33,6 +33,11 @@ struct EngineArgs {
   std::string chat_template;      // a file overriding the model's template
   std::string served_model_name;  // default: the model path's last component
   std::optional<uint64_t> random_seed;
+  // With quantization modelopt_fp8 / modelopt_fp4 on an unquantized checkpoint (ModelOpt
+  // quantize-and-serve): also export the ModelOpt checkpoint; save / restore the calibration.
+  std::string modelopt_export_path;
+  std::string modelopt_checkpoint_save_path;
+  std::string modelopt_checkpoint_restore_path;
 };
 
 // Seeds: a request's sampling.seed fixes its samples for a given batch composition; without

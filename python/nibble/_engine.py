@@ -26,6 +26,9 @@ _ENGINE_ARGS: dict[str, Any] = {
     "dtype": "auto",
     "quantization": None,
     "torchao_config": None,
+    "modelopt_export_path": None,
+    "modelopt_checkpoint_save_path": None,
+    "modelopt_checkpoint_restore_path": None,
     "kv_cache_dtype": "auto",
     "context_length": None,
     "max_running_requests": None,
@@ -94,6 +97,12 @@ def _native_args(kwargs: dict[str, Any]) -> _native.EngineArgs:
                           "the CPU; use 1")
     # mem_fraction_static and disable_cuda_graph are accepted as `nibble serve` accepts them:
     # the CPU engine sizes its KV cache with max_total_tokens and has no CUDA graphs.
+    for name in ("modelopt_export_path", "modelopt_checkpoint_save_path",
+                 "modelopt_checkpoint_restore_path"):
+        value = kwargs[name]
+        if value is not None:
+            _check_type(name, value, (str, os.PathLike), "a path")
+            setattr(args, name, os.path.expanduser(os.fspath(value)))
     return args
 
 
@@ -102,7 +111,8 @@ class Engine:
 
     The arguments are `nibble serve`'s flags (sglang.launch_server's names): model_path (an HF
     directory or a GGUF file; None: the default model), dtype, quantization, torchao_config,
-    kv_cache_dtype, context_length, max_running_requests, max_total_tokens,
+    modelopt_export_path, modelopt_checkpoint_save_path, modelopt_checkpoint_restore_path
+    (with quantization "modelopt_fp8" / "modelopt_fp4" on an unquantized model), kv_cache_dtype, context_length, max_running_requests, max_total_tokens,
     chunked_prefill_size, disable_radix_cache, threads, chat_template, served_model_name,
     random_seed, log_level; tp_size (1), mem_fraction_static and disable_cuda_graph are accepted
     for compatibility. An unknown keyword is a TypeError naming it.

@@ -11,6 +11,9 @@ class EngineArgs:
     dtype: str
     quantization: str
     torchao_config: str
+    modelopt_export_path: str
+    modelopt_checkpoint_save_path: str
+    modelopt_checkpoint_restore_path: str
     kv_cache_dtype: str
     context_length: int
     max_running_requests: int

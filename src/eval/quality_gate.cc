@@ -24,7 +24,7 @@ SchemeFamily infer_scheme_family(const ModelSource& source, const Model* model) 
       hidden * q_dim * 2 + hidden * kv_dim * 2 + 3 * hidden * double(c.intermediate_size);
   const double params = per_layer * double(c.num_hidden_layers);
   double bytes = 0.0;
-  if (source.online_quantization && model != nullptr) {
+  if ((source.online_quantization || source.calibrated_quantization) && model != nullptr) {
     return family_from_bits(params > 0 ? double(model->layer_weight_bytes()) * 8.0 / params : 32.0);
   }
   const Checkpoint& stored = source.raw_checkpoint ? *source.raw_checkpoint : *source.checkpoint;

@@ -1,5 +1,6 @@
 #include "model/loader.h"
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 
@@ -16,6 +17,7 @@
 #include "model/llama.h"
 #include "quant/online.h"
 #include "quant/quantized_checkpoint.h"
+#include "quant/resolve.h"
 
 namespace nibble {
 namespace {
@@ -95,6 +97,15 @@ ModelSource open_hf_dir(const std::filesystem::path& dir, const std::string& qua
                  "{}: --torchao-config {} needs an unquantized checkpoint, this one is {}",
                  dir.string(), torchao_config, q->config().method);
     s.quantization = q->config().method;
+  } else if (quant::is_calibrated_method(quantization)) {
+    NIBBLE_CHECK(torchao_config.empty(),
+                 "{}: --quantization {} and --torchao-config {} both quantize the checkpoint; "
+                 "give one",
+                 dir.string(), quantization, torchao_config);
+    std::string method = quantization;
+    for (char& c : method) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    s.quantization = method;
+    s.calibrated_quantization = true;
   } else if (auto online = quant::parse_online_method(quantization, torchao_config)) {
     s.quantization = online->name;
     s.online_quantization = true;
@@ -150,6 +161,11 @@ ModelSource open_model_source(const std::filesystem::path& path, const std::stri
 }
 
 std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType compute) {
+  if (source.model_builder) return source.model_builder(source, compute);
+  NIBBLE_CHECK(!source.calibrated_quantization,
+               "{}: --quantization {} on an unquantized checkpoint calibrates and quantizes it "
+               "first (quantize::prepare_quantize_and_serve), which this caller did not do",
+               source.path.string(), source.quantization);
   LinearBuildOptions options;
   options.compute = compute;
   if (source.online_quantization) {

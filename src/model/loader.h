@@ -3,6 +3,7 @@
 // GGUF file, and builds the runnable model from it.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -43,7 +44,14 @@ struct ModelSource {
   // empty for a dense model.
   std::string quantization;
   bool online_quantization = false;
+  // --quantization modelopt_fp8 / modelopt_fp4 on an unquantized checkpoint: the weights are
+  // quantized with calibration before the model is built (quantize/quantize_and_serve.h sets
+  // model_builder; build_model refuses until it has).
+  bool calibrated_quantization = false;
   std::string quantization_flag, torchao_config;  // as given
+  // Set when the linears were already quantized in this process: build_model calls it instead
+  // of reading the checkpoint's linears (the dependency points up, from quantize/, by injection).
+  std::function<std::unique_ptr<Model>(const ModelSource&, ComputeType)> model_builder;
 };
 
 // Reads configs, tokenizer and the tensor table; weights stay memory-mapped. `quantization`

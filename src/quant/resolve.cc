@@ -515,6 +515,11 @@ std::optional<QuantConfig> read_checkpoint_quantization(const fs::path& dir) {
   return std::nullopt;
 }
 
+bool is_calibrated_method(const std::string& method) {
+  const std::string m = lower(method);
+  return m == "modelopt_fp8" || m == "modelopt_fp4";
+}
+
 std::optional<QuantConfig> apply_user_quantization(std::optional<QuantConfig> detected,
                                                    const std::string& user_method,
                                                    const std::string& torchao_config) {
@@ -534,12 +539,19 @@ std::optional<QuantConfig> apply_user_quantization(std::optional<QuantConfig> de
          user_method, fmt::join(choices, ", "), fmt::join(online, ", "));
   if (!detected) {
     // An unquantized checkpoint: online methods quantize it at load (the caller asks
-    // parse_online_method); the others need weights quantized offline.
+    // parse_online_method), ModelOpt's quantize-and-serve calibrates first
+    // (is_calibrated_method); the others need weights quantized offline.
     if (std::find(online.begin(), online.end(), user) != online.end()) return std::nullopt;
+    if (is_calibrated_method(user)) return std::nullopt;
+    if (user == "modelopt")
+      fail(
+          "--quantization modelopt: the checkpoint has no quantization config; to calibrate and "
+          "quantize it at load (ModelOpt quantize-and-serve) name the scheme: modelopt_fp8 or "
+          "modelopt_fp4");
     fail(
         "--quantization {}: the checkpoint has no quantization config, and {} is not an "
         "online method (it loads weights quantized offline). Online methods: {}; or "
-        "--torchao-config {}",
+        "--torchao-config {}; or modelopt_fp8 / modelopt_fp4 (calibrated at load)",
         user, user, fmt::join(online, ", "), fmt::join(torchao_config_names(), " | "));
   }
   const std::string& have = detected->checkpoint_method;

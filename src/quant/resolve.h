@@ -108,10 +108,16 @@ const std::vector<std::string>& quantization_choices();
 // Parses the checkpoint's quantization description (nullopt: an unquantized checkpoint).
 std::optional<QuantConfig> read_checkpoint_quantization(const std::filesystem::path& dir);
 
+// modelopt_fp8 / modelopt_fp4: on an unquantized checkpoint, SGLang's ModelOpt quantize-and-serve
+// (calibrate, quantize, then serve; quantize/quantize_and_serve.h). On a ModelOpt checkpoint they
+// restate its method like any other.
+bool is_calibrated_method(const std::string& method);
+
 // read_checkpoint_quantization plus the --quantization rules. An empty `user_method` (or
 // "unquant") means "use what the checkpoint says". On an unquantized checkpoint, an online
 // method (quant/online.h: fp8, w8a8_fp8, w8a8_int8, bitsandbytes, int4, q4_0, q4_k, q8_0)
-// returns nullopt: the caller then quantizes at load with parse_online_method(); any other
+// returns nullopt: the caller then quantizes at load with parse_online_method(); so does a
+// calibrated method (is_calibrated_method), which the caller calibrates first; any other
 // method is refused (it needs a checkpoint quantized with it). On a pre-quantized checkpoint
 // SGLang's rules hold whatever the method: the same method is a no-op, a compatible one
 // (w8a8_* on compressed-tensors, modelopt, the Marlin aliases) is applied, anything else is

@@ -332,45 +332,67 @@ void export_fp8(const ModelSource& source, const QuantizedModel& model, const Re
   write_export_directory(source, out, std::move(tensors), config, {}, force);
 }
 
-// ---- ModelOpt NVFP4 --------------------------------------------------------------------------
+// ---- ModelOpt (NVFP4, FP8) -------------------------------------------------------------------
 
-void export_modelopt(const ModelSource& source, const QuantizedModel& model,
+void add_modelopt_nvfp4(const std::string& p, const quant::LinearScheme& s,
+                        std::vector<ExportTensor>& tensors) {
+  const QuantizedTensor& t = s.weight;
+  std::vector<uint8_t> scale_bytes(t.scales.size());
+  for (size_t i = 0; i < t.scales.size(); ++i) scale_bytes[i] = quant::f32_to_fp8_e4m3(t.scales[i]);
+  add_tensor(tensors, p + ".weight", DType::U8, {t.rows, t.cols / 2}, t.codes);
+  add_tensor(tensors, p + ".weight_scale", DType::F8_E4M3, {t.rows, t.cols / 16},
+             std::move(scale_bytes));
+  add_tensor(tensors, p + ".weight_scale_2", DType::F32, {},
+             encode_floats({t.global_scale}, DType::F32));
+  NIBBLE_CHECK(s.act.input_scale.has_value(), "{}: NVFP4 without an input scale", p);
+  add_tensor(tensors, p + ".input_scale", DType::F32, {},
+             encode_floats({*s.act.input_scale}, DType::F32));
+}
+
+// unified_export_hf's FP8 tensors: scalar weight_scale (amax / 448) and input_scale.
+void add_modelopt_fp8(const std::string& p, const quant::LinearScheme& s,
+                      std::vector<ExportTensor>& tensors) {
+  const QuantizedTensor& t = s.weight;
+  NIBBLE_CHECK(t.elem == quant::ElemType::Fp8E4M3 && t.scales.size() == 1,
+               "{}: ModelOpt FP8 needs e4m3 weights with one per-tensor scale", p);
+  add_tensor(tensors, p + ".weight", DType::F8_E4M3, {t.rows, t.cols}, t.codes);
+  add_tensor(tensors, p + ".weight_scale", DType::F32, {}, encode_floats(t.scales, DType::F32));
+  NIBBLE_CHECK(s.act.input_scale.has_value(), "{}: static FP8 without an input scale", p);
+  add_tensor(tensors, p + ".input_scale", DType::F32, {},
+             encode_floats({*s.act.input_scale}, DType::F32));
+}
+
+void export_modelopt(const ModelSource& source, const QuantizedModel& model, const Recipe& r,
                      const std::filesystem::path& out, bool force) {
+  const bool nvfp4 = r.kind == WeightKind::Nvfp4;
   std::vector<ExportTensor> tensors;
   add_dense_tensors(source, model, tensors);
   for (const auto& [p, s] : model.linears) {
-    const QuantizedTensor& t = s.weight;
-    std::vector<uint8_t> scale_bytes(t.scales.size());
-    for (size_t i = 0; i < t.scales.size(); ++i)
-      scale_bytes[i] = quant::f32_to_fp8_e4m3(t.scales[i]);
-    add_tensor(tensors, p + ".weight", DType::U8, {t.rows, t.cols / 2}, t.codes);
-    add_tensor(tensors, p + ".weight_scale", DType::F8_E4M3, {t.rows, t.cols / 16},
-               std::move(scale_bytes));
-    add_tensor(tensors, p + ".weight_scale_2", DType::F32, {},
-               encode_floats({t.global_scale}, DType::F32));
-    NIBBLE_CHECK(s.act.input_scale.has_value(), "{}: NVFP4 without an input scale", p);
-    add_tensor(tensors, p + ".input_scale", DType::F32, {},
-               encode_floats({*s.act.input_scale}, DType::F32));
+    if (nvfp4) {
+      add_modelopt_nvfp4(p, s, tensors);
+    } else {
+      add_modelopt_fp8(p, s, tensors);
+    }
   }
   const json ignore = ignore_list(source, model);
-  const json args = {{"dynamic", false}, {"num_bits", 4}, {"type", "float"}, {"group_size", 16}};
+  const std::string algo = nvfp4 ? "NVFP4" : "FP8";
+  json args = {{"dynamic", false}, {"num_bits", nvfp4 ? 4 : 8}, {"type", "float"}};
+  if (nvfp4) args["group_size"] = 16;
   const json producer = {{"name", "modelopt"}, {"version", "0.35.0"}};
   const json config = {
       {"config_groups",
        {{"group_0",
          {{"input_activations", args}, {"weights", args}, {"targets", json::array({"Linear"})}}}}},
       {"ignore", ignore},
-      {"quant_algo", "NVFP4"},
+      {"quant_algo", algo},
       {"kv_cache_scheme", nullptr},
       {"producer", producer},
       {"quant_method", "modelopt"}};
   // vLLM requires group_size, kv_cache_quant_algo and exclude_modules in the nested form.
-  const json side = {{"producer", producer},
-                     {"quantization",
-                      {{"quant_algo", "NVFP4"},
-                       {"kv_cache_quant_algo", nullptr},
-                       {"group_size", 16},
-                       {"exclude_modules", ignore}}}};
+  json quantization = {
+      {"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"exclude_modules", ignore}};
+  if (nvfp4) quantization["group_size"] = 16;
+  const json side = {{"producer", producer}, {"quantization", quantization}};
   write_export_directory(source, out, std::move(tensors), config, {{"hf_quant_config.json", side}},
                          force);
 }
@@ -389,7 +411,7 @@ void export_model(const ModelSource& source, const QuantizedModel& model, const 
   if (r.format == "gptq") return export_gptq(source, model, r, out, force);
   if (r.format == "awq") return export_awq(source, model, r, out, force);
   if (r.format == "fp8") return export_fp8(source, model, r, out, force);
-  if (r.format == "modelopt") return export_modelopt(source, model, out, force);
+  if (r.format == "modelopt") return export_modelopt(source, model, r, out, force);
   fail("--format {}: no HF-directory exporter (GGUF output is a .gguf file)", r.format);
 }
 

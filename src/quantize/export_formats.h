@@ -7,7 +7,9 @@
 //    quantize_config.json, as GPTQModel writes them;
 //  - awq: AutoAWQ GEMM (interleaved nibbles along N, raw zero points, f16 scales);
 //  - fp8: quant_method "fp8" (per-tensor with static input_scale, or 128×128 blocks with
-//    weight_scale_inv).
+//    weight_scale_inv);
+//  - modelopt: ModelOpt's unified HF export, quant_algo NVFP4 or FP8 (per-tensor weight scale,
+//    static per-tensor input scale), in config.json and hf_quant_config.json.
 #include <filesystem>
 
 #include "quant/scheme.h"

@@ -284,8 +284,10 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
       // Observe this group's inputs (its predecessors in the layer are already quantized).
       if (run_model) {
         const int64_t tokens = runner->tokens();
-        auto st = std::make_unique<InputStatistics>(
-            k, uses_gptq(r.method), std::max<int64_t>(1, tokens / kKeptRows), kKeptRows);
+        // Kept rows feed AWQ's searches and the error log; without either none are kept.
+        const int64_t keep = o.error_log || r.method == Method::Awq ? kKeptRows : 0;
+        auto st = std::make_unique<InputStatistics>(k, uses_gptq(r.method),
+                                                    std::max<int64_t>(1, tokens / kKeptRows), keep);
         Span sink_time;
         const InputSink sink = [&](InputGroup g, const float* in, int64_t m) {
           const Stamp t0;

@@ -50,6 +50,10 @@ struct PipelineOptions {
   std::filesystem::path save_calibration;  // directory: layer_<i>.safetensors
   std::filesystem::path load_calibration;
   bool progress = true;  // layer i of n, time left, per-layer errors on stderr
+  // Per-linear output errors (report, progress line) from kept calibration rows. Off, no rows
+  // are kept unless the method searches on them (AWQ): saved statistics shrink to a few vectors
+  // per layer and a restore costs no error computation (quantize-and-serve).
+  bool error_log = true;
   // Dtype the export stores integer scales in (scales are rounded to it before rounding codes).
   quant::ScaleDType int_scale_dtype = quant::ScaleDType::BF16;
 };

@@ -148,8 +148,13 @@ void apply_scheme(Recipe& r, int64_t group_size_flag, std::optional<bool> symmet
                "W8A8 (int8 activations), not {}",
                method_name(r.method), s);
   const std::string& f = r.format;
-  NIBBLE_CHECK((f == "modelopt") == (r.kind == WeightKind::Nvfp4),
-               "--scheme NVFP4 is written as --format modelopt, and --format modelopt holds NVFP4");
+  NIBBLE_CHECK(r.kind != WeightKind::Nvfp4 || f == "modelopt",
+               "--scheme NVFP4 is written as --format modelopt");
+  // ModelOpt's quant_algo FP8 is per-tensor weights with static per-tensor input scales.
+  NIBBLE_CHECK(f != "modelopt" || r.kind == WeightKind::Nvfp4 || s == "FP8",
+               "--format modelopt holds --scheme NVFP4 or FP8 (ModelOpt's quant_algo NVFP4 / FP8), "
+               "not {}",
+               s);
   if (f == "gguf") {
     NIBBLE_CHECK(r.kind == WeightKind::Gguf, "--format gguf needs --scheme Q4_0, Q8_0 or Q4_K");
   } else {

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "model/loader.h"
+#include "quantize/quantize_and_serve.h"
 #include "runtime/kv_scales.h"
 #include "runtime/request.h"
 #include "runtime/scheduler.h"
@@ -89,6 +90,12 @@ Engine::Impl::Impl(const EngineArgs& given, ModelSource&& opened)
     ThreadPool::set_global_threads(args.threads);
   if (!args.chat_template.empty())
     source.chat_template = read_text_file(args.chat_template, "--chat-template");
+  // Calibrates first when asked to (a no-op for a source that is already prepared).
+  quantize::ModelOptServeOptions modelopt;
+  modelopt.export_path = args.modelopt_export_path;
+  modelopt.checkpoint_save_path = args.modelopt_checkpoint_save_path;
+  modelopt.checkpoint_restore_path = args.modelopt_checkpoint_restore_path;
+  quantize::prepare_quantize_and_serve(source, modelopt);
 
   NIBBLE_CHECK(args.context_length >= 0, "--context-length must be >= 0, got {}",
                args.context_length);

@@ -58,6 +58,14 @@ LoadedModel load(const std::filesystem::path& path, ComputeType compute,
   return m;
 }
 
+// The model under evaluation, with every quantization flag (ModelOpt quantize-and-serve too).
+LoadedModel load(const ModelOptions& options) {
+  LoadedModel m;
+  m.source = options.open();
+  m.model = build_model(m.source, options.compute_type());
+  return m;
+}
+
 void emit(const EvalOptions& o, const nlohmann::json& j, const std::string& text) {
   if (o.json_out == "-") {
     std::cout << j.dump(2) << "\n";
@@ -77,8 +85,7 @@ int64_t stride_of(const EvalOptions& o) { return o.stride > 0 ? o.stride : o.con
 
 int run_ppl(const EvalOptions& o) {
   o.model.apply_threads();
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                       o.model.torchao_config);
+  LoadedModel m = load(o.model);
   const auto path = eval::resolve_text_file(o.file, o.data_dir);
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
   const auto windows =
@@ -130,8 +137,7 @@ int run_kld(const EvalOptions& o) {
                "eval kld: give exactly one of --base (a model) or --base-logits (a file)");
   NIBBLE_CHECK(o.save_base_logits.empty() || !o.base_path.empty(),
                "eval kld: --save-base-logits needs --base");
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                       o.model.torchao_config);
+  LoadedModel m = load(o.model);
   const auto path = eval::resolve_text_file(o.file, o.data_dir);
   const auto tokens = eval::tokenize_file(require_tokenizer(m.source), path, o.add_special_tokens);
   eval::BatchScorer scorer(*m.model,
@@ -168,8 +174,7 @@ int run_mc(const EvalOptions& o) {
                        o.task == "hellaswag";
   const auto items =
       eval::load_mc_task(o.task, builtin ? eval::resolve_data_dir(o.data_dir) : "", o.limit);
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                       o.model.torchao_config);
+  LoadedModel m = load(o.model);
   eval::BatchScorer scorer(*m.model,
                            {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   const auto r = eval::evaluate_multiple_choice(scorer, require_tokenizer(m.source), items);
@@ -204,8 +209,7 @@ std::unique_ptr<eval::GenerationBackend> generation_backend(const EvalOptions& o
   }
   NIBBLE_CHECK(o.served_model.empty() && o.api_key.empty(),
                "eval: --model and --api-key only apply with --base-url");
-  loaded = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                o.model.torchao_config);
+  loaded = load(o.model);
   return eval::make_engine_backend(*loaded.model, require_tokenizer(loaded.source),
                                    loaded.source.stop_ids, o.model.kv_cache(loaded.source),
                                    loaded.source.path.string());
@@ -239,8 +243,7 @@ int run_lambada(const EvalOptions& o) {
                      r.acc_stderr, r.n_items));
     return 0;
   }
-  LoadedModel m = load(o.model.resolved_path(), o.model.compute_type(), o.model.quantization,
-                       o.model.torchao_config);
+  LoadedModel m = load(o.model);
   eval::BatchScorer scorer(*m.model,
                            {.max_batch_tokens = o.batch_tokens, .kv = o.model.kv_cache(m.source)});
   const auto r = eval::evaluate_lambada(scorer, require_tokenizer(m.source), items);

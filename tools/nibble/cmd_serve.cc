@@ -72,6 +72,9 @@ int run_serve(ServeOptions& o, CLI::App& app) {
   o.engine.torchao_config = o.model.torchao_config;
   o.engine.kv_cache_dtype = o.model.kv_cache_dtype;
   o.engine.quantization_param_path = o.model.quantization_param_path;
+  o.engine.modelopt_export_path = o.model.modelopt_export_path;
+  o.engine.modelopt_checkpoint_save_path = o.model.modelopt_checkpoint_save_path;
+  o.engine.modelopt_checkpoint_restore_path = o.model.modelopt_checkpoint_restore_path;
   o.engine.random_seed = o.random_seed;
   spdlog::info("loading {}", o.model.resolved_path().string());
   Engine engine(o.engine);

@@ -110,6 +110,8 @@ int run_validate(const ValidateOptions& o) {
   std::vector<ModelSource> sources;
   for (const Candidate& c : candidates) {
     sources.push_back(open_model_source(c.path, c.quantization, c.torchao_config));
+    // modelopt_fp8 / modelopt_fp4 on an unquantized model: calibrated and quantized here.
+    quantize::prepare_quantize_and_serve(sources.back(), {});
   }
   ModelSource reference_source = open_model_source(o.reference_path);
   auto reference = build_model(reference_source, compute);
@@ -145,7 +147,8 @@ int run_validate(const ValidateOptions& o) {
     const ModelSource& source = sources[i];
     eval::ValidationReport report;
     report.model_path = c.path;
-    report.quantization = source.online_quantization ? source.quantization : "";
+    report.quantization =
+        source.online_quantization || source.calibrated_quantization ? source.quantization : "";
     report.label = c.label;
     report.reference_path = o.reference_path;
     report.context = o.context;
@@ -170,7 +173,9 @@ int run_validate(const ValidateOptions& o) {
     report.thresholds.max_acc_drop = o.max_acc_drop;
     report.checks = eval::evaluate_gate(report.kld, report.tasks, report.thresholds);
     report.passed = eval::all_pass(report.checks);
-    if (!o.no_layer_errors) report.layers = eval::layer_weight_errors(source, reference_source);
+    // Calibrated weights exist only inside the built model, not as a checkpoint to compare.
+    if (!o.no_layer_errors && !source.calibrated_quantization)
+      report.layers = eval::layer_weight_errors(source, reference_source);
     if (candidates.size() > 1) {
       std::cerr << fmt::format("validate: {} {} ({}/{})\n", c.label,
                                report.passed ? "passed" : "FAILED", i + 1, candidates.size());

@@ -15,7 +15,8 @@ void ModelOptions::add(CLI::App& app) {
   app.add_option("--quantization", quantization,
                  "the checkpoint's method (default: read from its config), or an online method "
                  "for an unquantized one: fp8, w8a8_fp8, w8a8_int8, bitsandbytes, int4, q4_0, "
-                 "q4_k, q8_0");
+                 "q4_k, q8_0; modelopt_fp8 / modelopt_fp4 calibrate and quantize it first "
+                 "(ModelOpt quantize-and-serve)");
   app.add_option("--torchao-config", torchao_config,
                  "online quantization as torchao: int8dq, int8wo, fp8wo, fp8dq-per_tensor, "
                  "fp8dq-per_row, int4wo-32, int4wo-64, int4wo-128, int4wo-256");
@@ -23,6 +24,22 @@ void ModelOptions::add(CLI::App& app) {
       ->capture_default_str();
   app.add_option("--quantization-param-path", quantization_param_path,
                  "JSON with per-layer fp8 KV-cache scales (default: the checkpoint's k/v scales)");
+  app.add_option("--modelopt-export-path", modelopt_export_path,
+                 "with --quantization modelopt_fp8|modelopt_fp4: also write the ModelOpt "
+                 "checkpoint to this directory");
+  app.add_option("--modelopt-checkpoint-save-path", modelopt_checkpoint_save_path,
+                 "with --quantization modelopt_*: save the calibration statistics (a directory)");
+  app.add_option("--modelopt-checkpoint-restore-path", modelopt_checkpoint_restore_path,
+                 "with --quantization modelopt_*: reuse saved calibration statistics (no "
+                 "calibration forward)");
+}
+
+quantize::ModelOptServeOptions ModelOptions::modelopt() const {
+  quantize::ModelOptServeOptions o;
+  o.export_path = modelopt_export_path;
+  o.checkpoint_save_path = modelopt_checkpoint_save_path;
+  o.checkpoint_restore_path = modelopt_checkpoint_restore_path;
+  return o;
 }
 
 KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
@@ -31,7 +48,9 @@ KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
 }
 
 ModelSource ModelOptions::open() const {
-  return open_model_source(resolved_path(), quantization, torchao_config);
+  ModelSource source = open_model_source(resolved_path(), quantization, torchao_config);
+  quantize::prepare_quantize_and_serve(source, modelopt());
+  return source;
 }
 
 std::filesystem::path ModelOptions::resolved_path() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/loader.h"
+#include "quantize/quantize_and_serve.h"
 #include "runtime/kv_scales.h"
 #include "runtime/sampling_params.h"
 
@@ -21,10 +22,14 @@ struct ModelOptions {
   std::string torchao_config;  // SGLang's --torchao-config
   std::string kv_cache_dtype = "auto";
   std::string quantization_param_path;  // fp8 KV-cache scales (JSON)
+  // SGLang's ModelOpt quantize-and-serve flags (quantize/quantize_and_serve.h).
+  std::string modelopt_export_path, modelopt_checkpoint_save_path, modelopt_checkpoint_restore_path;
   void add(CLI::App& app);
   KvCacheSpec kv_cache(const ModelSource& source) const;
-  // open_model_source with the path and quantization flags.
+  // open_model_source with the path and quantization flags; modelopt_fp8 / modelopt_fp4 on an
+  // unquantized checkpoint calibrate and quantize here.
   ModelSource open() const;
+  quantize::ModelOptServeOptions modelopt() const;
   std::filesystem::path resolved_path() const;
   ComputeType compute_type() const;
   void apply_threads() const;

@@ -177,43 +177,64 @@ NIBBLE_AVX2_FMA void gram_tile(const float* a, const float* b, int64_t rows, dou
 }
 
 void accumulate_gram_avx2(const float* x, int64_t m, int64_t k, double* h) {
-  // x's chunk packed twice: as 4-column panels [k/4][rows][4] (the broadcast side) and as
-  // 24-column panels [k/24][rows][24] (the vector side), zero-padded past k.
+  // Each 256-row chunk of x packed twice: as 4-column panels [k/4][rows][4] (the broadcast side)
+  // and as 24-column panels [k/24][rows][24] (the vector side), zero-padded past k. Up to 16
+  // chunks are packed in one parallel region and multiplied in a second: two pool barriers per
+  // 4096 rows, not per chunk (a barrier costs a wake-up, and on a shared machine a wait for a
+  // descheduled worker).
   const int64_t panels_i = (k + kGramTileI - 1) / kGramTileI;
   const int64_t panels_j = (k + kGramTileJ - 1) / kGramTileJ;
-  const int64_t chunk = std::min(m, kGramChunk);
-  std::vector<float> pack_i(size_t(panels_i * chunk * kGramTileI));
-  std::vector<float> pack_j(size_t(panels_j * chunk * kGramTileJ));
-  const auto pack = [&](const float* src, int64_t rows, int64_t width, int64_t panel, float* dst) {
-    const int64_t c0 = panel * width, cols = std::min(width, k - c0);
-    for (int64_t t = 0; t < rows; ++t) {
-      float* d = dst + t * width;
-      for (int64_t c = 0; c < cols; ++c) d[c] = src[t * k + c0 + c];
-      for (int64_t c = cols; c < width; ++c) d[c] = 0.0f;
-    }
-  };
-  for (int64_t r0 = 0; r0 < m; r0 += chunk) {
-    const int64_t rows = std::min(chunk, m - r0);
-    const float* src = x + r0 * k;
-    ThreadPool::global().parallel_for(panels_i + panels_j, 4, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        if (p < panels_i)
-          pack(src, rows, kGramTileI, p, pack_i.data() + p * rows * kGramTileI);
-        else
-          pack(src, rows, kGramTileJ, p - panels_i,
-               pack_j.data() + (p - panels_i) * rows * kGramTileJ);
-      }
-    });
-    // Column panel p meets the triangle rows i >= 24p: earlier panels are longer and go first.
-    ThreadPool::global().parallel_for(panels_j, 1, [&](int64_t begin, int64_t end) {
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t j0 = p * kGramTileJ, nj = std::min(kGramTileJ, k - j0);
-        const float* b = pack_j.data() + p * rows * kGramTileJ;
-        for (int64_t q = j0 / kGramTileI; q < panels_i; ++q) {
-          const int64_t i0 = q * kGramTileI, mi = std::min(kGramTileI, k - i0);
-          // Elements above the diagonal in this tile are computed too and are overwritten by
-          // the mirror.
-          gram_tile(pack_i.data() + q * rows * kGramTileI, b, rows, h + i0 * k + j0, k, mi, nj);
+  const int64_t chunk_i = panels_i * kGramChunk * kGramTileI;
+  const int64_t chunk_j = panels_j * kGramChunk * kGramTileJ;
+  const int64_t span = std::min(m, 16 * kGramChunk);
+  const int64_t span_chunks = (span + kGramChunk - 1) / kGramChunk;
+  std::vector<float> pack_i(size_t(span_chunks * chunk_i)), pack_j(size_t(span_chunks * chunk_j));
+  // Column panel p meets the triangle rows i >= 24p, so its work shrinks with p: a task takes
+  // panels p and panels_j - 1 - p, and all tasks are about equally long.
+  const int64_t tasks = (panels_j + 1) / 2;
+  for (int64_t s0 = 0; s0 < m; s0 += span) {
+    const int64_t rows_here = std::min(span, m - s0);
+    const int64_t chunks = (rows_here + kGramChunk - 1) / kGramChunk;
+    const auto chunk_rows = [&](int64_t c) {
+      return std::min(kGramChunk, rows_here - c * kGramChunk);
+    };
+    ThreadPool::global().parallel_for(
+        chunks * (panels_i + panels_j), 4, [&](int64_t begin, int64_t end) {
+          for (int64_t task = begin; task < end; ++task) {
+            const int64_t c = task / (panels_i + panels_j), p = task % (panels_i + panels_j);
+            const int64_t rows = chunk_rows(c);
+            const float* src = x + (s0 + c * kGramChunk) * k;
+            const bool side_i = p < panels_i;
+            const int64_t width = side_i ? kGramTileI : kGramTileJ;
+            const int64_t panel = side_i ? p : p - panels_i;
+            float* dst = side_i ? pack_i.data() + c * chunk_i + panel * rows * kGramTileI
+                                : pack_j.data() + c * chunk_j + panel * rows * kGramTileJ;
+            const int64_t c0 = panel * width, cols = std::min(width, k - c0);
+            for (int64_t t = 0; t < rows; ++t) {
+              float* d = dst + t * width;
+              for (int64_t e = 0; e < cols; ++e) d[e] = src[t * k + c0 + e];
+              for (int64_t e = cols; e < width; ++e) d[e] = 0.0f;
+            }
+          }
+        });
+    ThreadPool::global().parallel_for(tasks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t pair[2] = {task, panels_j - 1 - task};
+        for (int e = 0; e < (pair[0] == pair[1] ? 1 : 2); ++e) {
+          const int64_t p = pair[e];
+          const int64_t j0 = p * kGramTileJ, nj = std::min(kGramTileJ, k - j0);
+          // Chunks in order, so every output adds its chunk sums in the same order.
+          for (int64_t c = 0; c < chunks; ++c) {
+            const int64_t rows = chunk_rows(c);
+            const float* b = pack_j.data() + c * chunk_j + p * rows * kGramTileJ;
+            const float* a = pack_i.data() + c * chunk_i;
+            for (int64_t q = j0 / kGramTileI; q < panels_i; ++q) {
+              const int64_t i0 = q * kGramTileI, mi = std::min(kGramTileI, k - i0);
+              // Elements above the diagonal in this tile are computed too and are overwritten
+              // by the mirror.
+              gram_tile(a + q * rows * kGramTileI, b, rows, h + i0 * k + j0, k, mi, nj);
+            }
+          }
         }
       }
     });

@@ -374,6 +374,19 @@ void export_modelopt(const ModelSource& source, const QuantizedModel& model, con
       add_modelopt_fp8(p, s, tensors);
     }
   }
+  // ModelOpt's KV-cache scales sit on the k/v projections and are clamped to ≥ 1 for FP8
+  // (modelopt's postprocess_state_dict); SGLang and vLLM remap them onto the attention.
+  for (size_t layer = 0; layer < model.kv_scales.size(); ++layer) {
+    const std::string attn = fmt::format("model.layers.{}.self_attn.", layer);
+    add_tensor(tensors, attn + "k_proj.k_scale", DType::F32, {},
+               encode_floats({std::max(model.kv_scales[layer].first, 1.0f)}, DType::F32));
+    add_tensor(tensors, attn + "v_proj.v_scale", DType::F32, {},
+               encode_floats({std::max(model.kv_scales[layer].second, 1.0f)}, DType::F32));
+  }
+  const bool kv_fp8 = !model.kv_scales.empty();
+  const json kv_scheme =
+      kv_fp8 ? json{{"dynamic", false}, {"num_bits", 8}, {"type", "float"}} : json(nullptr);
+  const json kv_algo = kv_fp8 ? json("FP8") : json(nullptr);
   const json ignore = ignore_list(source, model);
   const std::string algo = nvfp4 ? "NVFP4" : "FP8";
   json args = {{"dynamic", false}, {"num_bits", nvfp4 ? 4 : 8}, {"type", "float"}};
@@ -385,12 +398,12 @@ void export_modelopt(const ModelSource& source, const QuantizedModel& model, con
          {{"input_activations", args}, {"weights", args}, {"targets", json::array({"Linear"})}}}}},
       {"ignore", ignore},
       {"quant_algo", algo},
-      {"kv_cache_scheme", nullptr},
+      {"kv_cache_scheme", kv_scheme},
       {"producer", producer},
       {"quant_method", "modelopt"}};
   // vLLM requires group_size, kv_cache_quant_algo and exclude_modules in the nested form.
   json quantization = {
-      {"quant_algo", algo}, {"kv_cache_quant_algo", nullptr}, {"exclude_modules", ignore}};
+      {"quant_algo", algo}, {"kv_cache_quant_algo", kv_algo}, {"exclude_modules", ignore}};
   if (nvfp4) quantization["group_size"] = 16;
   const json side = {{"producer", producer}, {"quantization", quantization}};
   write_export_directory(source, out, std::move(tensors), config, {{"hf_quant_config.json", side}},

@@ -108,9 +108,10 @@ def loaded_kv_scales(nibble_bin, tiny, model_dir, name):
         r"kv cache: layer \d+ k_scale (\S+) v_scale (\S+)", r.stdout + r.stderr)]
 
 
-@pytest.mark.parametrize("fmt,scheme", [("fp8", "FP8"), ("modelopt", "NVFP4")])
+@pytest.mark.parametrize("fmt,scheme",
+                         [("fp8", "FP8"), ("modelopt", "NVFP4"), ("modelopt", "FP8")])
 def test_fp8_and_modelopt_exports_carry_kv_scales(nibble_bin, tiny, fmt, scheme):
-    name = f"{fmt}_kv_fp8"
+    name = f"{fmt}_{scheme}_kv_fp8"
     out, _ = quantize(nibble_bin, tiny, name, "--scheme", scheme, "--method", "rtn",
                       "--format", fmt, "--kv-cache-scheme", "fp8")
     tensors = safetensors_torch.load_file(str(out / "model.safetensors"))

@@ -142,6 +142,35 @@ Recipe modelopt_serve_recipe(const std::string& method) {
   return r;
 }
 
+std::string modelopt_quantization(const std::string& quantization,
+                                  const std::string& modelopt_quant, bool quantize_and_serve) {
+  std::string method = quantization;
+  if (!modelopt_quant.empty()) {
+    std::string mapped;
+    if (modelopt_quant == "fp8") mapped = "modelopt_fp8";
+    if (modelopt_quant == "nvfp4") mapped = "modelopt_fp4";
+    const bool awq = modelopt_quant == "int4_awq" || modelopt_quant == "w4a8_awq" ||
+                     modelopt_quant == "nvfp4_awq";
+    NIBBLE_CHECK(!awq,
+                 "--modelopt-quant {}: ModelOpt's AWQ variants are not implemented (SGLang lists "
+                 "them as TODO too); use fp8 or nvfp4",
+                 modelopt_quant);
+    NIBBLE_CHECK(!mapped.empty(), "--modelopt-quant: unknown value '{}' (expected fp8 or nvfp4)",
+                 modelopt_quant);
+    NIBBLE_CHECK(quantization.empty() || quantization == "modelopt" || quantization == mapped,
+                 "--modelopt-quant {} means --quantization {}, which contradicts --quantization {}",
+                 modelopt_quant, mapped, quantization);
+    method = mapped;
+  }
+  NIBBLE_CHECK(
+      !quantize_and_serve || method == "modelopt" || method == "modelopt_fp8" ||
+          method == "modelopt_fp4",
+      "--quantize-and-serve requires ModelOpt quantization (set with --quantization modelopt, "
+      "modelopt_fp4 or modelopt_fp8){}",
+      method.empty() ? "" : fmt::format("; --quantization is {}", method));
+  return method;
+}
+
 void prepare_quantize_and_serve(ModelSource& source, const ModelOptServeOptions& o) {
   if (!source.calibrated_quantization) {
     const auto refuse = [&](const fs::path& p, const char* flag) {

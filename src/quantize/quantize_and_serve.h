@@ -42,6 +42,15 @@ CalibrationOptions modelopt_serve_calibration();
 // modelopt_fp4 → NVFP4. Error for any other name.
 Recipe modelopt_serve_recipe(const std::string& method);
 
+// SGLang's other spellings folded into the --quantization value they mean: --modelopt-quant
+// fp8 | nvfp4 (its ModelOpt loader's names for modelopt_fp8 / modelopt_fp4) and the
+// --quantize-and-serve switch (SGLang requires a ModelOpt method with it; nibble always serves
+// what it quantized, so the switch only checks that). Errors name the flag: int4_awq, w4a8_awq
+// and nvfp4_awq (TODO in SGLang too), any other value, a --modelopt-quant that contradicts
+// --quantization, --quantize-and-serve without a ModelOpt method.
+std::string modelopt_quantization(const std::string& quantization,
+                                  const std::string& modelopt_quant, bool quantize_and_serve);
+
 // The file in a --modelopt-checkpoint-save-path directory that says what it was saved from.
 inline constexpr const char* kModelOptCalibrationManifest = "modelopt_calibration.json";
 

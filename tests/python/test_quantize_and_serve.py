@@ -170,6 +170,21 @@ def test_refusals(nibble_bin, tiny, shared_data, offline):
     assert not (tiny / "x").exists()
 
 
+def test_sglang_spellings(nibble_bin, tiny, shared_data):
+    """--modelopt-quant fp8 and --quantize-and-serve mean --quantization modelopt_fp8."""
+    saved_dir = tiny / "calibration_fp8"
+    if not saved_dir.exists():
+        test_save_then_restore_skips_calibration(nibble_bin, tiny, shared_data)
+    a, _ = logits(nibble_bin, tiny, shared_data, tiny / "model", "restored_a", "--quantization",
+                  "modelopt_fp8", "--modelopt-checkpoint-restore-path", saved_dir)
+    b, _ = logits(nibble_bin, tiny, shared_data, tiny / "model", "spelled", "--modelopt-quant",
+                  "fp8", "--quantize-and-serve", "--modelopt-checkpoint-restore-path", saved_dir)
+    np.testing.assert_array_equal(a, b)
+    _, r = logits(nibble_bin, tiny, shared_data, tiny / "model", "refused", "--quantize-and-serve",
+                  check=False)
+    assert r.returncode == 1 and "requires ModelOpt quantization" in r.stderr, r.stderr
+
+
 def generate(server, prompt):
     status, body = server.json("POST", "/generate", {
         "input_ids": prompt, "sampling_params": {"temperature": 0, "max_new_tokens": 8}})

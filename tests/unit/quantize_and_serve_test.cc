@@ -94,6 +94,23 @@ TEST(QuantizeAndServe, ModelOptFormatHoldsFp8AndNvfp4Only) {
   expect_error([&] { apply_scheme(nvfp4, 0, std::nullopt); }, "written as --format modelopt");
 }
 
+TEST(QuantizeAndServe, SglangSpellingsFoldIntoQuantization) {
+  EXPECT_EQ(modelopt_quantization("", "", false), "");
+  EXPECT_EQ(modelopt_quantization("fp8", "", false), "fp8");
+  EXPECT_EQ(modelopt_quantization("", "fp8", false), "modelopt_fp8");
+  EXPECT_EQ(modelopt_quantization("", "nvfp4", true), "modelopt_fp4");
+  EXPECT_EQ(modelopt_quantization("modelopt", "nvfp4", false), "modelopt_fp4");
+  EXPECT_EQ(modelopt_quantization("modelopt_fp8", "fp8", true), "modelopt_fp8");
+  EXPECT_EQ(modelopt_quantization("modelopt", "", true), "modelopt");
+  expect_error([] { modelopt_quantization("modelopt_fp4", "fp8", false); },
+               "contradicts --quantization modelopt_fp4");
+  expect_error([] { modelopt_quantization("", "int4_awq", false); }, "AWQ variants");
+  expect_error([] { modelopt_quantization("", "fp4", false); }, "unknown value 'fp4'");
+  expect_error([] { modelopt_quantization("", "", true); },
+               "--quantize-and-serve requires ModelOpt quantization");
+  expect_error([] { modelopt_quantization("fp8", "", true); }, "--quantization is fp8");
+}
+
 TEST(QuantizeAndServe, PathsWithoutModelOptQuantizationAreRefused) {
   ModelSource source;
   source.path = "some/model";

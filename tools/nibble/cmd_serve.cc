@@ -68,7 +68,7 @@ int run_serve(ServeOptions& o, CLI::App& app) {
   o.engine.model_path = o.model.model_path;
   o.engine.dtype = o.model.dtype;
   o.engine.threads = o.model.threads;
-  o.engine.quantization = o.model.quantization;
+  o.engine.quantization = o.model.effective_quantization();
   o.engine.torchao_config = o.model.torchao_config;
   o.engine.kv_cache_dtype = o.model.kv_cache_dtype;
   o.engine.quantization_param_path = o.model.quantization_param_path;

@@ -32,6 +32,16 @@ void ModelOptions::add(CLI::App& app) {
   app.add_option("--modelopt-checkpoint-restore-path", modelopt_checkpoint_restore_path,
                  "with --quantization modelopt_*: reuse saved calibration statistics (no "
                  "calibration forward)");
+  app.add_option("--modelopt-quant", modelopt_quant,
+                 "SGLang's other spelling: fp8 (= --quantization modelopt_fp8) or nvfp4 "
+                 "(= modelopt_fp4)");
+  app.add_flag("--quantize-and-serve", quantize_and_serve,
+               "accepted as SGLang's switch (needs a ModelOpt --quantization; nibble always "
+               "serves what it quantized)");
+}
+
+std::string ModelOptions::effective_quantization() const {
+  return quantize::modelopt_quantization(quantization, modelopt_quant, quantize_and_serve);
 }
 
 quantize::ModelOptServeOptions ModelOptions::modelopt() const {
@@ -48,7 +58,7 @@ KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
 }
 
 ModelSource ModelOptions::open() const {
-  ModelSource source = open_model_source(resolved_path(), quantization, torchao_config);
+  ModelSource source = open_model_source(resolved_path(), effective_quantization(), torchao_config);
   quantize::prepare_quantize_and_serve(source, modelopt());
   return source;
 }

@@ -24,6 +24,10 @@ struct ModelOptions {
   std::string quantization_param_path;  // fp8 KV-cache scales (JSON)
   // SGLang's ModelOpt quantize-and-serve flags (quantize/quantize_and_serve.h).
   std::string modelopt_export_path, modelopt_checkpoint_save_path, modelopt_checkpoint_restore_path;
+  std::string modelopt_quant;  // SGLang's --modelopt-quant fp8 | nvfp4
+  bool quantize_and_serve = false;
+  // --quantization with --modelopt-quant / --quantize-and-serve folded in.
+  std::string effective_quantization() const;
   void add(CLI::App& app);
   KvCacheSpec kv_cache(const ModelSource& source) const;
   // open_model_source with the path and quantization flags; modelopt_fp8 / modelopt_fp4 on an

@@ -92,10 +92,11 @@ class DecoderLayerRunner {
 
   LayerDims dims_;
   int64_t n_samples_, seqlen_;
-  std::vector<float> cos_, sin_;  // [seqlen, head_dim/2]
-  std::vector<float> attn_out_;   // [tokens, n_heads·head_dim]
-  std::vector<float> x1_;         // [tokens, hidden]
-  std::vector<float> act_;        // [tokens, intermediate] when it fits the budget
+  std::vector<float> cos_, sin_;         // [seqlen, head_dim/2]
+  std::vector<float> attn_out_;          // [tokens, n_heads·head_dim]
+  std::vector<float> x1_;                // [tokens, hidden]
+  std::vector<float> act_;               // [tokens, intermediate] when it fits the budget
+  std::vector<float> mlp_in_, gate_up_;  // gate_up_chunk's rmsnorm(x1) and [gate | up] rows
   bool act_stored_ = false;
   float k_amax_ = 0.0f, v_amax_ = 0.0f;
 };

@@ -3,7 +3,8 @@
 // calibration forward used before), the packed calibration GEMM, the Gram (Hessian) kernel, and
 // an FMA loop that gives the machine's peak to compare with. GFLOP/s counts 2·M·N·K for the
 // GEMMs and M·K² for the Gram kernel (the lower triangle's flops, as in docs/benchmarks.md).
-// Run: nibble_microbench --benchmark_filter='Calib|FmaPeak'; NIBBLE_BENCH_THREADS=1 for one core.
+// Run: nibble_microbench --benchmark_filter='Calib|FmaPeak'; NIBBLE_BENCH_THREADS=1 for one core
+// (then flops / "CPU" time is the rate per CPU-second, which a loaded machine distorts less).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -99,8 +100,11 @@ void BM_CalibGram(benchmark::State& state) {
 __attribute__((target("avx2,fma"), noinline)) float fma_chains(int64_t iters) {
   __m256 acc[12];
   for (__m256& a : acc) a = _mm256_setzero_ps();
-  const __m256 b = _mm256_set1_ps(1e-4f), c = _mm256_set1_ps(1e-4f);
+  __m256 b = _mm256_set1_ps(1e-4f);
+  const __m256 c = _mm256_set1_ps(1e-4f);
   for (int64_t it = 0; it < iters; ++it) {
+    // An opaque operand: otherwise the compiler may fold the loop away.
+    __asm__ volatile("" : "+x"(b));
 #pragma GCC unroll 12
     for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(b, c, acc[i]);
   }

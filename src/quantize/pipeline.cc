@@ -318,6 +318,12 @@ QuantizedModel run_quantization(const ModelSource& source, const Recipe& r,
         stats[group] = std::move(st);
       }
       InputStatistics* st = stats.count(group) ? stats[group].get() : nullptr;
+      if (o.keep_importance && st && st->count() > 0) {
+        const std::vector<float> mean_square = st->mean_square();
+        for (LinearName n : names)
+          if (!r.ignored(prefix + linear_suffix(n)))
+            result.importance[prefix + linear_suffix(n)] = {mean_square, st->count()};
+      }
 
       std::vector<GroupWeight> group_weights;
       for (LinearName n : names)

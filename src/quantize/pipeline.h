@@ -37,6 +37,9 @@ struct QuantizedModel {
   // --kv-cache-scheme fp8: per layer (k_scale, v_scale) = amax / 448 of K (after RoPE, as the
   // cache stores it) and V over all calibration tokens, seen through the quantized k/v_proj.
   std::vector<std::pair<float, float>> kv_scales;
+  // PipelineOptions::keep_importance: per linear (module path), the mean x² of its calibration
+  // inputs per input column and the number of tokens (llama.cpp's imatrix in_sum2 / counts).
+  std::map<std::string, std::pair<std::vector<float>, int64_t>> importance;
   int64_t calibration_samples = 0, calibration_seqlen = 0;
   // Wall time per stage: forward (the layer runner), statistics (Hessians, |x|), scale_search
   // (SmoothQuant/AWQ), quantize (RTN/GPTQ/clipping), error_log.
@@ -49,7 +52,8 @@ struct PipelineOptions {
   CalibrationOptions calibration;
   std::filesystem::path save_calibration;  // directory: layer_<i>.safetensors
   std::filesystem::path load_calibration;
-  bool progress = true;  // layer i of n, time left, per-layer errors on stderr
+  bool keep_importance = false;  // fill QuantizedModel::importance (--save-imatrix)
+  bool progress = true;          // layer i of n, time left, per-layer errors on stderr
   // Per-linear output errors (report, progress line) from kept calibration rows. Off, no rows
   // are kept unless the method searches on them (AWQ): saved statistics shrink to a few vectors
   // per layer and a restore costs no error computation (quantize-and-serve).

@@ -461,3 +461,28 @@ def test_gguf_imatrix_defaults_and_refusals(nibble_bin, tiny, default_gguf):
                  method, *calib, "--out", out, "--force"])
         assert r.returncode != 0 and message in r.stderr, (scheme, method, r.stderr)
         assert not out.exists()
+
+
+def test_save_imatrix_is_llama_cpp_imatrix(nibble_bin, tiny):
+    """--save-imatrix writes llama.cpp's GGUF imatrix: Σx² per input column of each linear
+    (`in_sum2`) and the token count (`counts`); layer 0's q/k/v inputs are the normed embeddings,
+    recomputed here with transformers."""
+    gguf = pytest.importorskip("gguf")
+    transformers = pytest.importorskip("transformers")
+    path = tiny / "imatrix.gguf"
+    quantize(nibble_bin, tiny, "ct_w8_imatrix_file", "--scheme", "W8A16", "--method", "gptq",
+             "--save-imatrix", path)
+    reader = gguf.GGUFReader(str(path))
+    assert bytes(reader.fields["general.type"].parts[-1]).decode() == "imatrix"
+    tensors = {t.name: np.asarray(t.data, dtype=np.float32).reshape(-1) for t in reader.tensors}
+    names = {f"blk.{i}.{g}.weight" for i in range(2) for g in GGUF_NAMES.values()}
+    assert set(tensors) == {n + s for n in names for s in (".in_sum2", ".counts")}
+    assert all(tensors[n + ".counts"][0] == 16 * 64 for n in names)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tiny / "model"),
+                                                              dtype=torch.float32)
+    ids = torch.tensor(json.loads((tiny / "calib.json").read_text()))
+    with torch.no_grad():
+        x = model.model.layers[0].input_layernorm(model.model.embed_tokens(ids))
+    expected = (x.double() ** 2).sum(dim=(0, 1)).numpy()
+    for g in ("attn_q", "attn_k", "attn_v"):
+        np.testing.assert_allclose(tensors[f"blk.0.{g}.weight.in_sum2"], expected, rtol=1e-4)

@@ -3,6 +3,7 @@
 // (compressed-tensors, GPTQ, AWQ, fp8). Progress and per-layer errors go to stderr.
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -16,8 +17,10 @@
 #include "core/error.h"
 #include "formats/gguf/gguf_dequant.h"
 #include "formats/gguf/gguf_kquant.h"
+#include "formats/gguf/gguf_writer.h"
 #include "formats/npy.h"
 #include "formats/safetensors/safetensors_writer.h"
+#include "model/gguf_names.h"
 #include "model/loader.h"
 #include "quant/reference/dequantize.h"
 #include "quantize/export_formats.h"
@@ -47,6 +50,7 @@ struct QuantizeOptions {
   std::string recipe_file;
   std::string kv_cache_scheme;
   std::string save_calibration, load_calibration;
+  std::string save_imatrix;
   std::string logits_prompts, logits_out;
   std::string report;
   std::string save_dequantized;
@@ -76,6 +80,33 @@ double peak_rss_mib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return double(usage.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// llama.cpp's GGUF imatrix (what llama-imatrix writes and llama-quantize --imatrix reads):
+// general.type "imatrix", per linear `<gguf name>.in_sum2` (Σ x² per input column, F32
+// [1, K]) and `<gguf name>.counts` (tokens, F32 [1, 1]); llama-quantize uses in_sum2 / counts.
+void write_imatrix(const quantize::QuantizedModel& model, const std::string& calib,
+                   const std::string& path) {
+  gguf::GgufWriter writer(path);
+  writer.add_string("general.type", "imatrix");
+  writer.add_string_array("imatrix.datasets", {calib.empty() ? std::string("boolq.jsonl") : calib});
+  writer.add_uint32("imatrix.chunk_count", uint32_t(model.calibration_samples));
+  writer.add_uint32("imatrix.chunk_size", uint32_t(model.calibration_seqlen));
+  for (const auto& [module, entry] : model.importance) {
+    const auto name = hf_to_gguf_name(module + ".weight");
+    NIBBLE_CHECK(name.has_value(), "--save-imatrix: '{}' has no GGUF name", module);
+    const auto& [mean_square, count] = entry;
+    std::vector<float> sums(mean_square.size());
+    for (size_t i = 0; i < sums.size(); ++i) sums[i] = mean_square[i] * float(count);
+    const auto bytes = [](const std::vector<float>& v) {
+      return std::vector<uint8_t>(reinterpret_cast<const uint8_t*>(v.data()),
+                                  reinterpret_cast<const uint8_t*>(v.data() + v.size()));
+    };
+    writer.add_tensor(*name + ".in_sum2", gguf::GgmlType::F32, {1, int64_t(sums.size())},
+                      bytes(sums));
+    writer.add_tensor(*name + ".counts", gguf::GgmlType::F32, {1, 1}, bytes({float(count)}));
+  }
+  writer.write();
 }
 
 int run_quantize(const QuantizeOptions& o) {
@@ -160,6 +191,11 @@ int run_quantize(const QuantizeOptions& o) {
   po.save_calibration = o.save_calibration;
   po.load_calibration = o.load_calibration;
   po.progress = !o.quiet;
+  po.keep_importance = !o.save_imatrix.empty();
+  NIBBLE_CHECK(o.save_imatrix.empty() || quantize::needs_calibration(recipe),
+               "--save-imatrix needs calibration statistics: --method {} runs no calibration "
+               "(use --method imatrix, gptq, awq, ...)",
+               quantize::method_name(recipe.method));
   po.int_scale_dtype = quantize::export_scale_dtype(source, recipe);
   quantize::QuantizedModel model = quantize::run_quantization(source, recipe, po);
   if (recipe.format == "gguf") {
@@ -180,6 +216,7 @@ int run_quantize(const QuantizeOptions& o) {
       model.overrides[name] = std::move(values);
     }
   }
+  if (!o.save_imatrix.empty()) write_imatrix(model, o.calib, o.save_imatrix);
   const double quantize_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -312,6 +349,9 @@ NIBBLE_COMMAND(quantize, [](CLI::App& app) -> std::function<int()> {
       "JSON recipe, or an LLM Compressor YAML recipe (.yaml/.yml); keys override the flags");
   app.add_option("--save-calibration", o->save_calibration,
                  "directory to save the calibration statistics in");
+  app.add_option("--save-imatrix", o->save_imatrix,
+                 "GGUF file: the calibration inputs' Σx² per column of every linear, as "
+                 "llama.cpp's imatrix (llama-quantize --imatrix reads it)");
   app.add_option("--load-calibration", o->load_calibration,
                  "quantize from saved statistics instead of running the model");
   app.add_option("--logits-prompts", o->logits_prompts,

@@ -233,7 +233,9 @@ float fit_multiples(const float* v, const float* w, int nmax, std::array<int, kS
       float slx = sum_lx - w[i] * v[i] * q;
       float sl2 = sum_l2 - w[i] * q * q;
       if (!(slx > 0 && sl2 > 0)) continue;
-      const int q_new = std::min(nmax, nearest(v[i] * sl2 / slx));
+      // A tiny slx makes the target huge: cap it before the conversion to int.
+      const float target = v[i] * sl2 / slx;
+      const int q_new = target >= static_cast<float>(nmax) ? nmax : nearest(target);
       if (q_new == l[s]) continue;
       const float qn = static_cast<float>(q_new);
       slx += w[i] * v[i] * qn;

@@ -38,16 +38,24 @@ def validate(args, models, methods, torchao, name):
            "--report", os.path.join(args.out_dir, f"{name}.html")]
     for m in models:
         cmd += ["--model", m]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
     if methods:
         cmd += ["--quantization", ",".join(methods)]
     if torchao:
         cmd += ["--torchao-config", ",".join(torchao)]
     print("$", " ".join(cmd), file=sys.stderr, flush=True)
     start = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL)  # exit 1: a gate failed, still a result
+    try:  # exit 1: a gate failed, still a result
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, timeout=args.timeout or None)
+    except subprocess.TimeoutExpired:
+        print(f"{name}: killed after {args.timeout} s", file=sys.stderr, flush=True)
+        return []
     print(f"{name}: {time.time() - start:.0f} s, exit {proc.returncode}", file=sys.stderr, flush=True)
     if not os.path.exists(out):
-        sys.exit(f"{name}: nibble validate wrote no JSON (exit {proc.returncode})")
+        print(f"{name}: nibble validate wrote no JSON (exit {proc.returncode}); its rows are "
+              "missing from the table", file=sys.stderr, flush=True)
+        return []
     result = json.load(open(out))
     return result.get("models", [result])
 
@@ -70,6 +78,13 @@ def main():
     ap.add_argument("--jobs", type=int, default=1,
                     help="split the methods over this many concurrent validate runs (each also "
                          "scores the reference; the numbers are the same)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads of each validate run (0: all cores; with --jobs J, about "
+                         "cores / (J + 1))")
+    ap.add_argument("--timeout", type=float, default=0,
+                    help="seconds after which a validate run is killed (its rows are left out)")
+    ap.add_argument("--from-json", action="store_true",
+                    help="rebuild the table from the JSON files a previous run left in --out-dir")
     args = ap.parse_args()
     os.makedirs(args.out_dir, exist_ok=True)
     if not args.model:
@@ -81,16 +96,20 @@ def main():
     methods = [m for m in QUANTIZATION if not wanted or m in wanted]
     torchao = [m for m in TORCHAO if not wanted or m in wanted]
     start = time.time()
-    runs = [(f"online-{i}" if args.jobs > 1 else "online", [args.model], methods[i::args.jobs],
-             torchao[i::args.jobs]) for i in range(args.jobs)]
+    # Round-robin over both lists together, so that every run gets its share of methods.
+    flagged = [(m, False) for m in methods] + [(m, True) for m in torchao]
+    runs = [(f"online-{i}" if args.jobs > 1 else "online", [args.model],
+             [m for m, ao in flagged[i::args.jobs] if not ao],
+             [m for m, ao in flagged[i::args.jobs] if ao]) for i in range(args.jobs)]
     runs = [r for r in runs if r[2] or r[3]]
     if args.gguf:
         runs.append(("gguf", [args.gguf], [], []))
     if args.from_json:
-        results = [json.load(open(os.path.join(args.out_dir, f"{name}.json"))) for name, *_ in runs]
+        paths = [os.path.join(args.out_dir, f"{name}.json") for name, *_ in runs]
+        results = [json.load(open(p)) for p in paths if os.path.exists(p)]
         results = [r.get("models", [r]) for r in results]
     else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(runs)) as pool:
             futures = [pool.submit(validate, args, models, q, t, name)
                        for name, models, q, t in runs]
             results = [f.result() for f in futures]

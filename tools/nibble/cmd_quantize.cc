@@ -15,6 +15,7 @@
 #include "convert_gguf.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/memory_stats.h"
 #include "formats/gguf/gguf_dequant.h"
 #include "formats/gguf/gguf_kquant.h"
 #include "formats/gguf/gguf_writer.h"
@@ -111,6 +112,9 @@ void write_imatrix(const quantize::QuantizedModel& model, const std::string& cal
 
 int run_quantize(const QuantizeOptions& o) {
   const auto start = std::chrono::steady_clock::now();
+  // RSS counts the memory-mapped source checkpoint's pages, which the kernel can drop at any
+  // time; the anonymous peak is the memory quantizing actually needs.
+  PeakMemorySampler memory(20);
   ModelOptions model_options;
   model_options.threads = o.threads;
   model_options.apply_threads();
@@ -264,6 +268,8 @@ int run_quantize(const QuantizeOptions& o) {
 
   const double total_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  memory.stop();
+  const double peak_private_mib = double(memory.peak_anon_bytes()) / (1024.0 * 1024.0);
   if (!o.report.empty()) {
     nlohmann::json layers = nlohmann::json::array();
     for (const auto& r : model.report)
@@ -280,6 +286,7 @@ int run_quantize(const QuantizeOptions& o) {
                                    {"total_seconds", total_seconds},
                                    {"cpu_seconds", double(std::clock()) / CLOCKS_PER_SEC},
                                    {"peak_rss_mib", peak_rss_mib()},
+                                   {"peak_private_mib", peak_private_mib},
                                    {"stage_seconds", model.stage_seconds},
                                    {"stage_cpu_seconds", model.stage_cpu_seconds},
                                    {"layers", layers}};
@@ -288,9 +295,9 @@ int run_quantize(const QuantizeOptions& o) {
   if (!o.quiet) {
     std::fprintf(stderr,
                  "quantize: wrote %s (%zu quantized linears) in %.1f s (CPU %.1f s), peak RSS "
-                 "%.0f MiB\n",
+                 "%.0f MiB (private %.0f MiB)\n",
                  o.out.c_str(), model.linears.size(), total_seconds,
-                 double(std::clock()) / CLOCKS_PER_SEC, peak_rss_mib());
+                 double(std::clock()) / CLOCKS_PER_SEC, peak_rss_mib(), peak_private_mib);
     for (const auto& [stage, sec] : model.stage_seconds) {
       const auto cpu = model.stage_cpu_seconds.find(stage);
       std::fprintf(stderr, "quantize:   %s %.1f s (CPU %.1f s)\n", stage.c_str(), sec,

@@ -47,9 +47,20 @@ constexpr bool is_4bit(QuantCodes e) {
          e == QuantCodes::Fp4E2M1;
 }
 constexpr int64_t chunk_bytes(QuantCodes e) { return is_4bit(e) ? 16 : 32; }
-// e4m3 codes are decoded as the f16 number with the same bits moved into place, which is the
-// value / 256 (f16 bias 15 vs e4m3 bias 7, subnormals included); the 256 goes into the scale.
-constexpr float value_scale(QuantCodes e) { return e == QuantCodes::Fp8E4M3 ? 256.0f : 1.0f; }
+// e4m3 codes are decoded in three integer operations into the f32 number with the same sign,
+// exponent and mantissa bits moved into place (sign-extend to 32 bits, shift left by 20, keep
+// bit 31 and bits 20-26): that is value * 2^-120, exactly, subnormals included (f32 bias 127
+// vs e4m3 bias 7). Products with x at that scale would sit near f32's subnormal range, so the
+// activations are multiplied by 2^64 first (exact) and the remaining 2^56 goes into the scale.
+constexpr float kE4m3XScale = 18446744073709551616.0f;  // 2^64
+constexpr float value_scale(QuantCodes e) {
+  return e == QuantCodes::Fp8E4M3 ? 72057594037927936.0f : 1.0f;  // 2^56
+}
+template <QuantCodes E>
+inline Vf load_x(const float* p) {
+  if constexpr (E == QuantCodes::Fp8E4M3) return vmul(vload(p), vset1(kE4m3XScale));
+  return vload(p);
+}
 
 // ---- a16: decode one 32-element chunk into kSub f32 vectors in element order ----
 
@@ -58,11 +69,9 @@ inline Vf table16(const float* table, __m512i idx) {
   return _mm512_permutexvar_ps(idx, _mm512_loadu_ps(table));
 }
 inline Vf fp8_e4m3_to_vf(__m128i bytes16) {
-  const __m256i h = _mm256_cvtepu8_epi16(bytes16);
-  const __m256i bits =
-      _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x80)), 8),
-                      _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi16(0x7F)), 7));
-  return _mm512_cvtph_ps(bits);
+  const __m512i bits = _mm512_and_si512(_mm512_slli_epi32(_mm512_cvtepi8_epi32(bytes16), 20),
+                                        _mm512_set1_epi32(int(0x87F00000u)));
+  return _mm512_castsi512_ps(bits);
 }
 inline Vf fp8_e5m2_to_vf(__m128i bytes16) {
   return _mm512_cvtph_ps(_mm256_slli_epi16(_mm256_cvtepu8_epi16(bytes16), 8));
@@ -106,10 +115,9 @@ inline Vf table16(const float* table, __m256i idx) {
   return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
 }
 inline Vf fp8_e4m3_to_vf(__m128i bytes8) {
-  const __m128i h = _mm_cvtepu8_epi16(bytes8);
-  const __m128i bits = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x80)), 8),
-                                    _mm_slli_epi16(_mm_and_si128(h, _mm_set1_epi16(0x7F)), 7));
-  return _mm256_cvtph_ps(bits);
+  const __m256i bits = _mm256_and_si256(_mm256_slli_epi32(_mm256_cvtepi8_epi32(bytes8), 20),
+                                        _mm256_set1_epi32(int(0x87F00000u)));
+  return _mm256_castsi256_ps(bits);
 }
 inline Vf fp8_e5m2_to_vf(__m128i bytes8) {
   return _mm256_cvtph_ps(_mm_slli_epi16(_mm_cvtepu8_epi16(bytes8), 8));
@@ -149,6 +157,17 @@ inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
 }
 #endif
 
+// The next tile's rows follow this tile's in memory; at K = 2048 a 1 x 4 decode tile is exactly
+// one 4 KiB page, and the hardware prefetchers do not cross pages, so every tile would start
+// with a full DRAM miss on each row. One software prefetch per 64 code bytes consumed, of the
+// same position one tile ahead, keeps the stream a tile (NR rows) in front of the loads.
+template <int64_t kBytes, int NR>
+inline void prefetch_next_tile(const uint8_t* codes, int64_t row_bytes, int64_t c, int j) {
+  if ((c * kBytes) % 64 == 0)
+    _mm_prefetch(reinterpret_cast<const char*>(codes + (NR + j) * row_bytes + c * kBytes),
+                 _MM_HINT_T0);
+}
+
 // 16-element groups (Q2_K, Q3_K, Q6_K, NVFP4): the two halves of a chunk have their own scale,
 // so each decoded vector is scaled before the FMA.
 template <QuantCodes E, bool kMin, int MR, int NR>
@@ -169,8 +188,13 @@ void a16_tile_g16(const QuantMatmulArgs& a, int64_t m, int64_t n) {
         if constexpr (kMin) mn[h] = load_param(a.mins, a.params_f16, base + h);
         if constexpr (E == QuantCodes::U4Sym) mn[h] -= 8.0f * d[h];
       }
+      prefetch_next_tile<kBytes, NR>(codes, a.code_row_bytes, c, j);
       Vf v[kSub];
       decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
+      // Here the scale is applied to each decoded vector (a min may follow), so e4m3's 2^64
+      // goes on the values, not on x.
+      if constexpr (E == QuantCodes::Fp8E4M3)
+        for (int q = 0; q < kSub; ++q) v[q] = vmul(v[q], vset1(kE4m3XScale));
       for (int q = 0; q < kSub; ++q) {
         const int h = q / kHalf;
         const Vf w = (kMin || E == QuantCodes::U4Sym) ? vfma(v[q], vset1(d[h]), vset1(mn[h]))
@@ -189,9 +213,50 @@ void a16_tile_g16(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   }
 }
 
+#if defined(NIBBLE_ISA_avx512)
+inline Vf load_params(const void* p, bool f16, int64_t i) {
+  if (f16)
+    return _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const uint16_t*>(p) + i)));
+  return _mm512_loadu_ps(static_cast<const float*>(p) + i);
+}
+#else
+inline Vf load_params(const void* p, bool f16, int64_t i) {
+  if (f16)
+    return _mm256_cvtph_ps(
+        _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + i)));
+  return _mm256_loadu_ps(static_cast<const float*>(p) + i);
+}
+#endif
+
+// sum_g params[row, g] * xg[g]: the per-group min terms of one output as one vector dot product
+// after the main loop (per-group scalar work costs as much as the decode at G = 32).
+inline float group_dot(const void* params, bool f16, int64_t row_offset, const float* xg,
+                       int64_t n_groups) {
+  Vf s = vzero();
+  int64_t g = 0;
+  for (; g + kVL <= n_groups; g += kVL)
+    s = vfma(load_params(params, f16, row_offset + g), vload(xg + g), s);
+  float total = vsum(s);
+  for (; g < n_groups; ++g) total += load_param(params, f16, row_offset + g) * xg[g];
+  return total;
+}
+
+// The min terms of output (m, n): sum_g mn_g * xsum_g with mn_g = mins_g - 8 d_g for U4Sym.
+template <QuantCodes E, bool kMin>
+inline float min_term(const QuantMatmulArgs& a, int64_t n, const float* xg) {
+  const int64_t row = n * a.n_groups;
+  float t = 0.0f;
+  if constexpr (kMin) t += group_dot(a.mins, a.params_f16, row, xg, a.n_groups);
+  if constexpr (E == QuantCodes::U4Sym)
+    t -= 8.0f * group_dot(a.scales, a.params_f16, row, xg, a.n_groups);
+  return t;
+}
+
 // Groups of 32 or more: sum value * x over the group unscaled, then scale the group's partial
 // once (d * sum), and add the min as mn * (sum of x over the group), the latter from the
-// caller's per-group sums of x (xgsum). U4Sym's - 8 is a min of -8 d.
+// caller's per-group sums of x (xgsum), once per output after the loop. U4Sym's - 8 is a min
+// of -8 d.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   if (a.group_size == 16) {
@@ -205,7 +270,6 @@ void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   const float* x = a.x + m * a.ldx;
   const uint8_t* codes = a.codes + n * a.code_row_bytes;
   Vf acc[MR][NR];
-  float min_acc[MR][NR] = {};
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = vzero();
   int64_t g = 0;
@@ -216,29 +280,24 @@ void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
       for (int j = 0; j < NR; ++j) part[i][j] = vzero();
     for (int64_t c = c0; c < c1; ++c) {
       for (int j = 0; j < NR; ++j) {
+        prefetch_next_tile<kBytes, NR>(codes, a.code_row_bytes, c, j);
         Vf v[kSub];
         decode_values<E>(codes + j * a.code_row_bytes + c * kBytes, v);
         for (int q = 0; q < kSub; ++q)
           for (int i = 0; i < MR; ++i)
-            part[i][j] = vfma(vload(x + i * a.ldx + c * 32 + q * kVL), v[q], part[i][j]);
+            part[i][j] = vfma(load_x<E>(x + i * a.ldx + c * 32 + q * kVL), v[q], part[i][j]);
       }
     }
     for (int j = 0; j < NR; ++j) {
-      const int64_t pi = (n + j) * a.n_groups + g;
-      const float d = load_param(a.scales, a.params_f16, pi);
-      const Vf dv = vset1(d * value_scale(E));
+      const Vf dv =
+          vset1(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g) * value_scale(E));
       for (int i = 0; i < MR; ++i) acc[i][j] = vfma(part[i][j], dv, acc[i][j]);
-      if constexpr (kMinTerm) {
-        float mn = 0.0f;
-        if constexpr (kMin) mn = load_param(a.mins, a.params_f16, pi);
-        if constexpr (E == QuantCodes::U4Sym) mn -= 8.0f * d;
-        for (int i = 0; i < MR; ++i) min_acc[i][j] += mn * a.xgsum[(m + i) * a.n_groups + g];
-      }
     }
   }
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
-      float s = vsum(acc[i][j]) + min_acc[i][j];
+      float s = vsum(acc[i][j]);
+      if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xgsum + (m + i) * a.n_groups);
       if (a.bias) s += a.bias[n + j];
       a.y[(m + i) * a.ldy + n + j] = s;
     }
@@ -247,11 +306,13 @@ void a16_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
 
 // ---- a8: 32 int8 codes per chunk in one 256-bit register ----
 
+// The 16 bytes in both lanes (a broadcast load, no ALU work), the upper lane shifted by 4:
+// low nibbles (elements 0-15) in the lower lane, high nibbles (16-31) in the upper.
 inline __m256i load_nibbles(const uint8_t* c) {
-  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(c));
   const __m256i both =
-      _mm256_inserti128_si256(_mm256_castsi128_si256(raw), _mm_srli_epi16(raw, 4), 1);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c)));
+  return _mm256_and_si256(_mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+                          _mm256_set1_epi8(0x0F));
 }
 
 // acc + sum over groups of 4 bytes of u8(a) * s8(b), into 8 s32 lanes.
@@ -271,28 +332,64 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
+// sum_g params[row, g] * xsum[g] with integer group sums, 8 groups at a time.
+inline float group_dot_i32(const void* params, bool f16, int64_t row_offset, const int32_t* xs,
+                           int64_t n_groups) {
+  __m256 s = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= n_groups; g += 8) {
+    const __m256 p = f16 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
+                               static_cast<const uint16_t*>(params) + row_offset + g)))
+                         : _mm256_loadu_ps(static_cast<const float*>(params) + row_offset + g);
+    const __m256 xv =
+        _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + g)));
+    s = _mm256_fmadd_ps(p, xv, s);
+  }
+  float total = hsum256(s);
+  for (; g < n_groups; ++g) total += load_param(params, f16, row_offset + g) * float(xs[g]);
+  return total;
+}
+
+template <QuantCodes E, bool kMin>
+inline float a8_min_term(const QuantMatmulArgs& a, int64_t n, const int32_t* xs) {
+  const int64_t row = n * a.n_groups;
+  float t = 0.0f;
+  if constexpr (kMin) t += group_dot_i32(a.mins, a.params_f16, row, xs, a.n_groups);
+  if constexpr (E == QuantCodes::U4Sym)
+    t -= 8.0f * group_dot_i32(a.scales, a.params_f16, row, xs, a.n_groups);
+  return t;
+}
+
 // 4-bit codes go in as unsigned nibbles (no sign trick needed); U4Sym's - 8 is a min of -8 d
 // times the group's sum of xq. 8-bit codes use the sign trick.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
+#if defined(NIBBLE_ISA_avx512)
+  constexpr bool kVnni = true;
+#else
+  constexpr bool kVnni = false;
+#endif
+  constexpr bool kPairSums16 = !kVnni && E != QuantCodes::S8;
+  constexpr int kMaxPending = 8;
   constexpr int64_t kBytes = chunk_bytes(E);
   const int64_t chunks = a.k / 32;
   const int64_t chunks_per_group = a.group_size / 32;
   const int8_t* xq = a.xq + m * a.ldx;
   const uint8_t* codes = a.codes + n * a.code_row_bytes;
   __m256 acc[MR][NR];
-  float min_acc[MR][NR] = {};
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   int64_t g = 0;
   for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_group, ++g) {
     const int64_t c1 = c0 + chunks_per_group < chunks ? c0 + chunks_per_group : chunks;
-    __m256i isum[MR][NR];
+    __m256i isum[MR][NR], s16[MR][NR];
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) isum[i][j] = _mm256_setzero_si256();
+      for (int j = 0; j < NR; ++j) isum[i][j] = s16[i][j] = _mm256_setzero_si256();
+    int pending = 0;
     for (int64_t c = c0; c < c1; ++c) {
       for (int j = 0; j < NR; ++j) {
+        prefetch_next_tile<kBytes, NR>(codes, a.code_row_bytes, c, j);
         const uint8_t* cj = codes + j * a.code_row_bytes + c * kBytes;
         if constexpr (E == QuantCodes::S8) {
           const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(cj));
@@ -302,13 +399,35 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
             isum[i][j] = dot_u8s8(isum[i][j], w_abs, _mm256_sign_epi8(xv, w));
           }
-        } else {
+        } else if constexpr (kVnni) {
           const __m256i u = load_nibbles(cj);
           for (int i = 0; i < MR; ++i) {
             const __m256i xv =
                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
             isum[i][j] = dot_u8s8(isum[i][j], u, xv);
           }
+        } else {
+          // Without VNNI: a nibble (<= 15) times |xq| (<= 127), two per s16 lane, is at most
+          // 3810, so eight chunks' maddubs add up in s16 without saturating; widening to s32
+          // (madd) once per eight chunks instead of once per chunk. Exact, as before.
+          const __m256i u = load_nibbles(cj);
+          for (int i = 0; i < MR; ++i) {
+            const __m256i xv =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+            s16[i][j] = _mm256_add_epi16(s16[i][j], _mm256_maddubs_epi16(u, xv));
+          }
+        }
+      }
+      if constexpr (kPairSums16) {
+        if (++pending == kMaxPending || c + 1 == c1) {
+          for (int i = 0; i < MR; ++i) {
+            for (int j = 0; j < NR; ++j) {
+              isum[i][j] =
+                  _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(s16[i][j], _mm256_set1_epi16(1)));
+              s16[i][j] = _mm256_setzero_si256();
+            }
+          }
+          pending = 0;
         }
       }
     }
@@ -318,17 +437,13 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
       const __m256 dv = _mm256_set1_ps(d);
       for (int i = 0; i < MR; ++i)
         acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), dv, acc[i][j]);
-      if constexpr (kMinTerm) {
-        float mn = 0.0f;
-        if constexpr (kMin) mn = load_param(a.mins, a.params_f16, pi);
-        if constexpr (E == QuantCodes::U4Sym) mn -= 8.0f * d;
-        for (int i = 0; i < MR; ++i) min_acc[i][j] += mn * float(a.xsum[(m + i) * a.n_groups + g]);
-      }
     }
   }
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
-      float s = (hsum256(acc[i][j]) + min_acc[i][j]) * a.x_scale[m + i];
+      float s = hsum256(acc[i][j]);
+      if constexpr (kMinTerm) s += a8_min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
+      s *= a.x_scale[m + i];
       if (a.bias) s += a.bias[n + j];
       a.y[(m + i) * a.ldy + n + j] = s;
     }

@@ -9,6 +9,7 @@
 #include "core/atomic_file.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/huge_page_allocator.h"
 #include "core/numeric.h"
 #include "core/thread_pool.h"
 
@@ -53,6 +54,19 @@ TEST(DType, NamesRoundTrip) {
     EXPECT_EQ(dtype_from_name(dtype_name(t)), t);
   }
   EXPECT_FALSE(dtype_from_name("F4").has_value());
+}
+
+TEST(HugePageAllocator, LargeBuffersAre2MiBAlignedAndKeepTheirValues) {
+  // 3 MiB + 1 element: rounded up to whole huge pages internally, sized exactly outside.
+  nibble::HugePageVector<uint16_t> big((size_t(3) << 19) + 1);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % nibble::kHugePageBytes, 0u);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = uint16_t(i * 2654435761u);
+  nibble::HugePageVector<uint16_t> copy = big;
+  big.push_back(7);  // reallocates across the large path
+  for (size_t i = 0; i + 1 < big.size(); ++i) ASSERT_EQ(big[i], copy[i]) << i;
+  EXPECT_EQ(big.back(), 7);
+  nibble::HugePageVector<float> small(100, 1.5f);  // the ordinary allocator
+  EXPECT_EQ(small[99], 1.5f);
 }
 
 TEST(ThreadPool, CoversRangeExactlyOnce) {

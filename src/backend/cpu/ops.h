@@ -5,6 +5,8 @@
 #include <span>
 #include <vector>
 
+#include "core/huge_page_allocator.h"
+
 namespace nibble::cpu {
 
 enum class WeightType { F32, BF16 };
@@ -29,8 +31,8 @@ class DenseMatrix {
   WeightType type_ = WeightType::F32;
   int64_t rows_ = 0;
   int64_t cols_ = 0;
-  std::vector<float> f32_;
-  std::vector<uint16_t> bf16_;
+  HugePageVector<float> f32_;
+  HugePageVector<uint16_t> bf16_;
 };
 
 // y[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]); x is [m_rows, W.cols()], y is [m_rows, W.rows()],

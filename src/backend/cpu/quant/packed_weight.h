@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/cpu/kernel_table.h"
+#include "core/huge_page_allocator.h"
 #include "quant/scheme.h"
 
 namespace nibble::cpu {
@@ -20,7 +21,7 @@ struct PackedQuantWeight {
   int64_t k_padded = 0;  // K rounded up to 32
   int64_t group_size = 32;
   int64_t n_groups = 0;
-  std::vector<uint8_t> codes;
+  HugePageVector<uint8_t> codes;
   int64_t code_row_bytes = 0;
   bool params_f16 = false;
   bool has_mins = false;

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <optional>
 
+#include "backend/cpu/quant/quant_linear_options.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
 #include "formats/gguf/gguf_dequant.h"
@@ -130,6 +131,8 @@ std::unique_ptr<cpu::LinearWeight> build_linear(const Checkpoint& checkpoint,
   NIBBLE_CHECK(!names.empty() && names.size() == rows.size(), "build_linear: {} names, {} rows",
                names.size(), rows.size());
   const cpu::WeightType fallback = weight_type(options.compute);
+  cpu::QuantLinearOptions kernel_options;
+  kernel_options.int8_activations_for_weight_only = options.int8_activations_for_weight_only;
   std::vector<std::optional<quant::LinearScheme>> schemes;
   for (size_t i = 0; i < names.size(); ++i) {
     const CheckpointTensor& t = checked_tensor(checkpoint, names[i], {rows[i], cols});
@@ -154,7 +157,7 @@ std::unique_ptr<cpu::LinearWeight> build_linear(const Checkpoint& checkpoint,
     if (!scheme) return cpu::make_dense_linear(cpu::DenseMatrix(fallback, total, cols, all));
     all.clear();
     all.shrink_to_fit();
-    return cpu::make_quantized_linear(scheme->weight, scheme->act, fallback);
+    return cpu::make_quantized_linear(scheme->weight, scheme->act, fallback, kernel_options);
   }
 
   if (all_quantized) {
@@ -166,7 +169,7 @@ std::unique_ptr<cpu::LinearWeight> build_linear(const Checkpoint& checkpoint,
     }
     if (same_act) {
       if (auto stacked = quant::stack_rows(weights)) {
-        return cpu::make_quantized_linear(*stacked, schemes.front()->act, fallback);
+        return cpu::make_quantized_linear(*stacked, schemes.front()->act, fallback, kernel_options);
       }
     }
   }
@@ -174,7 +177,8 @@ std::unique_ptr<cpu::LinearWeight> build_linear(const Checkpoint& checkpoint,
   std::vector<std::unique_ptr<cpu::LinearWeight>> parts;
   for (size_t i = 0; i < names.size(); ++i) {
     if (schemes[i]) {
-      parts.push_back(cpu::make_quantized_linear(schemes[i]->weight, schemes[i]->act, fallback));
+      parts.push_back(cpu::make_quantized_linear(schemes[i]->weight, schemes[i]->act, fallback,
+                                                 kernel_options));
     } else {
       parts.push_back(cpu::make_dense_linear(cpu::DenseMatrix(
           fallback, rows[i], cols, load_checked(checkpoint, names[i], {rows[i], cols}))));

@@ -26,6 +26,9 @@ struct LinearBuildOptions {
   ComputeType compute = ComputeType::F32;
   // Applied to every dense decoder linear (never to embeddings or lm_head); empty: none.
   OnlineQuantizer online;
+  // Weight-only int4/int8 layers take dynamic per-token int8 activations and the integer
+  // kernels (W4A8 / W8A8), as llama.cpp computes its quantized types; off: x stays f32.
+  bool int8_activations_for_weight_only = false;
 };
 
 // The linear layer whose weight is the row-stack of `names` (each [rows[i], cols]): q/k/v and

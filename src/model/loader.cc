@@ -168,6 +168,7 @@ std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType comput
                source.path.string(), source.quantization);
   LinearBuildOptions options;
   options.compute = compute;
+  options.int8_activations_for_weight_only = source.int8_activations_for_weight_only;
   if (source.online_quantization) {
     auto method = quant::parse_online_method(source.quantization_flag, source.torchao_config);
     NIBBLE_CHECK(method.has_value(), "{}: online method {} is no longer known",

@@ -22,6 +22,8 @@
 #include "backend/cpu/quant/quant_linear_options.h"
 #include "core/numeric.h"
 #include "formats/gguf/gguf_dequant.h"
+#include "formats/memory_checkpoint.h"
+#include "model/linear_builder.h"
 #include "quant/reference/dequantize.h"
 #include "quant/reference/fp8.h"
 #include "quant/reference/quantize.h"
@@ -319,6 +321,28 @@ TEST(QuantLinear, EveryIsaAgreesOnTheSameLayer) {
     }
   }
   (void)isas;
+}
+
+// --cpu-int8-activations reaches the layers: build_linear with the option runs a weight-only
+// online int4 layer on the a8 kernel, without it on a16.
+TEST(QuantLinear, BuildLinearOptionSendsWeightOnlyLayersToTheInt8Kernel) {
+  MemoryCheckpoint checkpoint;
+  checkpoint.add_f32("gate", {8, 64}, random_vector(8 * 64));
+  checkpoint.add_f32("up", {8, 64}, random_vector(8 * 64));
+  for (bool int8_acts : {false, true}) {
+    LinearBuildOptions options;
+    options.int8_activations_for_weight_only = int8_acts;
+    options.online = [](std::span<const float> w, int64_t rows,
+                        int64_t cols) -> std::optional<quant::LinearScheme> {
+      quant::LinearScheme scheme;
+      scheme.weight = quant::quantize_rtn_int(std::vector<float>(w.begin(), w.end()), rows, cols,
+                                              {4, 32, true});
+      return scheme;
+    };
+    const auto layer = build_linear(checkpoint, {"gate", "up"}, {8, 8}, 64, options);
+    EXPECT_NE(layer->describe().find(int8_acts ? "w4a8" : "w4a16"), std::string::npos)
+        << layer->describe();
+  }
 }
 
 }  // namespace

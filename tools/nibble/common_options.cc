@@ -38,6 +38,10 @@ void ModelOptions::add(CLI::App& app) {
   app.add_flag("--quantize-and-serve", quantize_and_serve,
                "accepted as SGLang's switch (needs a ModelOpt --quantization; nibble always "
                "serves what it quantized)");
+  app.add_flag("--cpu-int8-activations", cpu_int8_activations,
+               "run weight-only int4/int8 layers (GPTQ, AWQ, int4, int8wo, GGUF Q4_0/Q8_0...) "
+               "with dynamic per-token int8 activations on the integer kernels (W4A8/W8A8), as "
+               "llama.cpp does: faster decode, but the activation rounding changes the numerics");
 }
 
 std::string ModelOptions::effective_quantization() const {
@@ -59,6 +63,7 @@ KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
 
 ModelSource ModelOptions::open() const {
   ModelSource source = open_model_source(resolved_path(), effective_quantization(), torchao_config);
+  source.int8_activations_for_weight_only = cpu_int8_activations;
   quantize::prepare_quantize_and_serve(source, modelopt());
   return source;
 }

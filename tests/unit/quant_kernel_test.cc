@@ -212,11 +212,13 @@ TEST(QuantKernels, A8IntegerCodesAgainstReference) {
   if (tables.empty()) GTEST_SKIP() << "no SIMD ISA on this CPU: only the scalar reference exists";
   for (const KernelTable* t : tables) {
     for (QuantCodes kind : {QuantCodes::U4Sym, QuantCodes::U4, QuantCodes::S8}) {
-      for (int64_t group : {32, 64, 96, 192}) {
+      // 320: ten chunks a group, past the eight that AVX2's 4-bit s16 pair sums hold.
+      for (int64_t group : {32, 64, 96, 192, 320}) {
         for (bool mins : {false, true}) {
           for (bool f16 : {false, true}) {
             for (int64_t m : {1, 3, 5}) {
-              check_problem(*t, Problem(kind, m, 11, 192, group, mins, f16), true);
+              const int64_t k = group > 192 ? 2 * group : 192;
+              check_problem(*t, Problem(kind, m, 11, k, group, mins, f16), true);
             }
           }
         }
@@ -234,6 +236,13 @@ TEST(QuantKernels, A8ExtremeCodesDoNotSaturate) {
     for (size_t i = 0; i < p.codes.size(); ++i) p.codes[i] = (i % 3) ? 0x80 : 0x7F;
     for (size_t i = 0; i < p.xq.size(); ++i) p.xq[i] = (i % 2) ? -127 : 127;
     check_problem(*t, p, true);
+    // Nibbles of 15 against xq of one sign: eight chunks of pair sums (8 * 3810) in s16.
+    for (int8_t x : {int8_t(127), int8_t(-127)}) {
+      Problem q(QuantCodes::U4, 3, 5, 512, 256, false, false);
+      for (auto& c : q.codes) c = 0xFF;
+      for (auto& v : q.xq) v = x;
+      check_problem(*t, q, true);
+    }
   }
 }
 

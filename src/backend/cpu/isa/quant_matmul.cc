@@ -380,12 +380,29 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  // One integer accumulator per output: s32 sums (VNNI, 8-bit codes), or s16 pair sums on
+  // AVX2 for 4-bit codes. Its contents go into the f32 accumulator, scaled, at the end of a
+  // group (and, for s16, after every eight chunks: a nibble (<= 15) times |xq| (<= 127) is at
+  // most 3810 per pair, so eight chunks cannot saturate). Each part converts exactly (|sum| <
+  // 2^24). Only two vectors per output: four rows of them fit the 16 AVX2 registers.
+  const auto flush = [&](__m256i(&sum)[MR][NR], int64_t g) {
+    for (int j = 0; j < NR; ++j) {
+      const __m256 dv =
+          _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
+      for (int i = 0; i < MR; ++i) {
+        __m256i s32 = sum[i][j];
+        if constexpr (kPairSums16) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+        sum[i][j] = _mm256_setzero_si256();
+      }
+    }
+  };
   int64_t g = 0;
   for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_group, ++g) {
     const int64_t c1 = c0 + chunks_per_group < chunks ? c0 + chunks_per_group : chunks;
-    __m256i isum[MR][NR], s16[MR][NR];
+    __m256i sum[MR][NR];
     for (int i = 0; i < MR; ++i)
-      for (int j = 0; j < NR; ++j) isum[i][j] = s16[i][j] = _mm256_setzero_si256();
+      for (int j = 0; j < NR; ++j) sum[i][j] = _mm256_setzero_si256();
     int pending = 0;
     for (int64_t c = c0; c < c1; ++c) {
       for (int j = 0; j < NR; ++j) {
@@ -397,47 +414,29 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
           for (int i = 0; i < MR; ++i) {
             const __m256i xv =
                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-            isum[i][j] = dot_u8s8(isum[i][j], w_abs, _mm256_sign_epi8(xv, w));
-          }
-        } else if constexpr (kVnni) {
-          const __m256i u = load_nibbles(cj);
-          for (int i = 0; i < MR; ++i) {
-            const __m256i xv =
-                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-            isum[i][j] = dot_u8s8(isum[i][j], u, xv);
+            sum[i][j] = dot_u8s8(sum[i][j], w_abs, _mm256_sign_epi8(xv, w));
           }
         } else {
-          // Without VNNI: a nibble (<= 15) times |xq| (<= 127), two per s16 lane, is at most
-          // 3810, so eight chunks' maddubs add up in s16 without saturating; widening to s32
-          // (madd) once per eight chunks instead of once per chunk. Exact, as before.
           const __m256i u = load_nibbles(cj);
           for (int i = 0; i < MR; ++i) {
             const __m256i xv =
                 _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-            s16[i][j] = _mm256_add_epi16(s16[i][j], _mm256_maddubs_epi16(u, xv));
+            if constexpr (kPairSums16) {
+              sum[i][j] = _mm256_add_epi16(sum[i][j], _mm256_maddubs_epi16(u, xv));
+            } else {
+              sum[i][j] = dot_u8s8(sum[i][j], u, xv);
+            }
           }
         }
       }
       if constexpr (kPairSums16) {
-        if (++pending == kMaxPending || c + 1 == c1) {
-          for (int i = 0; i < MR; ++i) {
-            for (int j = 0; j < NR; ++j) {
-              isum[i][j] =
-                  _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(s16[i][j], _mm256_set1_epi16(1)));
-              s16[i][j] = _mm256_setzero_si256();
-            }
-          }
+        if (++pending == kMaxPending && c + 1 < c1) {
+          flush(sum, g);
           pending = 0;
         }
       }
     }
-    for (int j = 0; j < NR; ++j) {
-      const int64_t pi = (n + j) * a.n_groups + g;
-      const float d = load_param(a.scales, a.params_f16, pi);
-      const __m256 dv = _mm256_set1_ps(d);
-      for (int i = 0; i < MR; ++i)
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), dv, acc[i][j]);
-    }
+    flush(sum, g);
   }
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {

@@ -229,22 +229,34 @@ inline Vf load_params(const void* p, bool f16, int64_t i) {
 }
 #endif
 
+// Per-group sums of the activations: f32 for a16 (x), s32 for a8 (xq), widened to f32 lanes.
+inline Vf load_sums(const float* p) { return vload(p); }
+#if defined(NIBBLE_ISA_avx512)
+inline Vf load_sums(const int32_t* p) { return _mm512_cvtepi32_ps(_mm512_loadu_si512(p)); }
+#else
+inline Vf load_sums(const int32_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+#endif
+
 // sum_g params[row, g] * xg[g]: the per-group min terms of one output as one vector dot product
 // after the main loop (per-group scalar work costs as much as the decode at G = 32).
-inline float group_dot(const void* params, bool f16, int64_t row_offset, const float* xg,
+template <typename Sum>
+inline float group_dot(const void* params, bool f16, int64_t row_offset, const Sum* xg,
                        int64_t n_groups) {
   Vf s = vzero();
   int64_t g = 0;
   for (; g + kVL <= n_groups; g += kVL)
-    s = vfma(load_params(params, f16, row_offset + g), vload(xg + g), s);
+    s = vfma(load_params(params, f16, row_offset + g), load_sums(xg + g), s);
   float total = vsum(s);
-  for (; g < n_groups; ++g) total += load_param(params, f16, row_offset + g) * xg[g];
+  for (; g < n_groups; ++g) total += load_param(params, f16, row_offset + g) * float(xg[g]);
   return total;
 }
 
-// The min terms of output (m, n): sum_g mn_g * xsum_g with mn_g = mins_g - 8 d_g for U4Sym.
-template <QuantCodes E, bool kMin>
-inline float min_term(const QuantMatmulArgs& a, int64_t n, const float* xg) {
+// The min terms of output (m, n): sum_g mn_g * xsum_g with mn_g = mins_g - 8 d_g for U4Sym, over
+// the group sums of x (a16) or of xq (a8).
+template <QuantCodes E, bool kMin, typename Sum>
+inline float min_term(const QuantMatmulArgs& a, int64_t n, const Sum* xg) {
   const int64_t row = n * a.n_groups;
   float t = 0.0f;
   if constexpr (kMin) t += group_dot(a.mins, a.params_f16, row, xg, a.n_groups);
@@ -332,34 +344,6 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
-// sum_g params[row, g] * xsum[g] with integer group sums, 8 groups at a time.
-inline float group_dot_i32(const void* params, bool f16, int64_t row_offset, const int32_t* xs,
-                           int64_t n_groups) {
-  __m256 s = _mm256_setzero_ps();
-  int64_t g = 0;
-  for (; g + 8 <= n_groups; g += 8) {
-    const __m256 p = f16 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(
-                               static_cast<const uint16_t*>(params) + row_offset + g)))
-                         : _mm256_loadu_ps(static_cast<const float*>(params) + row_offset + g);
-    const __m256 xv =
-        _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs + g)));
-    s = _mm256_fmadd_ps(p, xv, s);
-  }
-  float total = hsum256(s);
-  for (; g < n_groups; ++g) total += load_param(params, f16, row_offset + g) * float(xs[g]);
-  return total;
-}
-
-template <QuantCodes E, bool kMin>
-inline float a8_min_term(const QuantMatmulArgs& a, int64_t n, const int32_t* xs) {
-  const int64_t row = n * a.n_groups;
-  float t = 0.0f;
-  if constexpr (kMin) t += group_dot_i32(a.mins, a.params_f16, row, xs, a.n_groups);
-  if constexpr (E == QuantCodes::U4Sym)
-    t -= 8.0f * group_dot_i32(a.scales, a.params_f16, row, xs, a.n_groups);
-  return t;
-}
-
 // 4-bit codes go in as unsigned nibbles (no sign trick needed); U4Sym's - 8 is a min of -8 d
 // times the group's sum of xq. 8-bit codes use the sign trick.
 template <QuantCodes E, bool kMin, int MR, int NR>
@@ -441,7 +425,7 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
       float s = hsum256(acc[i][j]);
-      if constexpr (kMinTerm) s += a8_min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
+      if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
       s *= a.x_scale[m + i];
       if (a.bias) s += a.bias[n + j];
       a.y[(m + i) * a.ldy + n + j] = s;

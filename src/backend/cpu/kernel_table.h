@@ -47,6 +47,11 @@ struct AttentionArgs {
 // activations). A 4-bit chunk is 16 bytes: byte j holds element j in its low nibble and element
 // j + 16 in its high nibble (ggml's Q4_0 order: one AND and one shift give two 16-lane halves).
 // An 8-bit chunk is 32 bytes in element order.
+// The int8-activation kernels take 4-bit codes in a wider form (`nibbles64`): 64 elements in 32
+// bytes, byte j holding element j in its low nibble and element j + 32 in its high one. One
+// 256-bit load, one AND and one shift then give two 32-lane halves that line up with two plain
+// 32-byte loads of the activations, where the 16-byte form needs a broadcast and a variable
+// shift per 32 elements. An odd last chunk (K / 32 odd) keeps the 16-byte form.
 enum class QuantCodes : uint8_t {
   U4Sym,    // 4-bit, value = nibble - 8
   U4,       // 4-bit, value = nibble
@@ -77,6 +82,7 @@ struct QuantMatmulArgs {
   QuantCodes codes_kind = QuantCodes::U4Sym;
   const uint8_t* codes = nullptr;  // [N, code_row_bytes]
   int64_t code_row_bytes = 0;
+  bool nibbles64 = false;        // 4-bit codes in the 64-element form (a8 only, G = 32 or 64 | G)
   const void* scales = nullptr;  // [N, n_groups]
   const void* mins = nullptr;    // [N, n_groups] or null
   bool params_f16 = false;

@@ -192,6 +192,7 @@ std::unique_ptr<LinearWeight> make_quantized_linear(const quant::QuantizedTensor
         int8_kernel_activations(act) ||
         (act.kind == quant::ActQuantKind::None && options.int8_activations_for_weight_only);
     const bool a8 = wants_a8 && a8_codes(*packed);
+    if (a8) use_nibbles64(*packed);
     return std::make_unique<PackedLinear>(std::move(*packed), act, a8);
   }
   const std::vector<float> dense = quant::dequantize(weight);

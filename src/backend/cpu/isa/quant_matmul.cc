@@ -344,11 +344,25 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
+// y = x_scale * (the f32 accumulators' sums + the min terms) + bias, for an MR x NR tile.
+template <QuantCodes E, bool kMin, int MR, int NR>
+inline void a8_store(const QuantMatmulArgs& a, int64_t m, int64_t n, const __m256 (&acc)[MR][NR]) {
+  constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float s = hsum256(acc[i][j]);
+      if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
+      s *= a.x_scale[m + i];
+      if (a.bias) s += a.bias[n + j];
+      a.y[(m + i) * a.ldy + n + j] = s;
+    }
+  }
+}
+
 // 4-bit codes go in as unsigned nibbles (no sign trick needed); U4Sym's - 8 is a min of -8 d
 // times the group's sum of xq. 8-bit codes use the sign trick.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
-  constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
 #if defined(NIBBLE_ISA_avx512)
   constexpr bool kVnni = true;
 #else
@@ -422,14 +436,249 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
     }
     flush(sum, g);
   }
-  for (int i = 0; i < MR; ++i) {
-    for (int j = 0; j < NR; ++j) {
-      float s = hsum256(acc[i][j]);
-      if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
-      s *= a.x_scale[m + i];
-      if (a.bias) s += a.bias[n + j];
-      a.y[(m + i) * a.ldy + n + j] = s;
+  a8_store<E, kMin>(a, m, n, acc);
+}
+
+// ---- a8, 4-bit codes in the 64-element form (kernel_table.h, nibbles64) ----
+
+// Both halves of a 64-element block: elements 0-31 (low nibbles) and 32-63 (high nibbles).
+inline void split_nibbles64(const uint8_t* c, __m256i& lo, __m256i& hi) {
+  const __m256i w = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c));
+  const __m256i mask = _mm256_set1_epi8(0x0F);
+  lo = _mm256_and_si256(w, mask);
+  hi = _mm256_and_si256(_mm256_srli_epi16(w, 4), mask);
+}
+
+// Sum over one group: the whole group's products into s32 lanes.
+inline __m256i group_sum32(__m256i u, __m256i x) {
+#if defined(NIBBLE_ISA_avx512)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+#endif
+}
+
+// Parameters i and i + 1 of a row's f16 (or f32) parameters, each broadcast: an f16 pair is
+// one 32-bit load and one conversion.
+inline void load_param_pair(const uint16_t* p, __m256& d0, __m256& d1) {
+  int32_t bits;
+  __builtin_memcpy(&bits, p, 4);
+  const __m128 both = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+  d0 = _mm256_broadcastss_ps(both);
+  d1 = _mm256_broadcastss_ps(_mm_movehdup_ps(both));
+}
+inline void load_param_pair(const float* p, __m256& d0, __m256& d1) {
+  d0 = _mm256_broadcast_ss(p);
+  d1 = _mm256_broadcast_ss(p + 1);
+}
+inline __m256 load_param_v(const uint16_t* p) {
+  return _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(*p)));
+}
+inline __m256 load_param_v(const float* p) { return _mm256_broadcast_ss(p); }
+
+// 32-element groups (Q4_0, Q4_K's sub-blocks, int4wo-32): the two halves of a block are two
+// groups, each scaled once; nothing is kept in integers across blocks.
+template <QuantCodes E, bool kMin, int MR, int NR, typename Param>
+void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  const int64_t chunks = a.k / 32, pairs = chunks / 2;
+  const Param* params = static_cast<const Param*>(a.scales) + n * a.n_groups;
+  const int8_t* xq = a.xq + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t p = 0; p < pairs; ++p) {
+    __m256i x0[MR], x1[MR];
+    for (int i = 0; i < MR; ++i) {
+      x0[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64));
+      x1[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64 + 32));
     }
+    for (int j = 0; j < NR; ++j) {
+      prefetch_next_tile<32, NR>(codes, a.code_row_bytes, p, j);
+      __m256i lo, hi;
+      split_nibbles64(codes + j * a.code_row_bytes + p * 32, lo, hi);
+      __m256 d0, d1;
+      load_param_pair(params + j * a.n_groups + 2 * p, d0, d1);
+      for (int i = 0; i < MR; ++i) {
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(lo, x0[i])), d0, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(hi, x1[i])), d1, acc[i][j]);
+      }
+    }
+  }
+  if (chunks % 2) {  // the last chunk, in the 16-byte form, is the last group
+    const int64_t c = chunks - 1;
+    for (int j = 0; j < NR; ++j) {
+      const __m256i u = load_nibbles(codes + j * a.code_row_bytes + c * 16);
+      const __m256 d = load_param_v(params + j * a.n_groups + c);
+      for (int i = 0; i < MR; ++i) {
+        const __m256i xv =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(u, xv)), d, acc[i][j]);
+      }
+    }
+  }
+  a8_store<E, kMin>(a, m, n, acc);
+}
+
+// Groups of a multiple of 64 (or one group per row): integer sums over a group, as a8_tile.
+template <QuantCodes E, bool kMin, int MR, int NR>
+void a8_tile_n64_wide(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+#if defined(NIBBLE_ISA_avx512)
+  constexpr bool kVnni = true;
+#else
+  constexpr bool kVnni = false;
+#endif
+  constexpr int kMaxPending = 8;  // chunks of s16 pair sums (see a8_tile)
+  const int64_t chunks = a.k / 32, pairs = chunks / 2;
+  const int64_t pairs_per_group = a.n_groups == 1 ? pairs : a.group_size / 64;
+  const int8_t* xq = a.xq + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  __m256i sum[MR][NR];
+  const auto flush = [&](int64_t g) {
+    for (int j = 0; j < NR; ++j) {
+      const __m256 dv =
+          _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
+      for (int i = 0; i < MR; ++i) {
+        __m256i s32 = sum[i][j];
+        if constexpr (!kVnni) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+        sum[i][j] = _mm256_setzero_si256();
+      }
+    }
+  };
+  for (int64_t g = 0; g < a.n_groups; ++g) {
+    const int64_t p0 = g * pairs_per_group;
+    const int64_t p1 = p0 + pairs_per_group < pairs ? p0 + pairs_per_group : pairs;
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) sum[i][j] = _mm256_setzero_si256();
+    int pending = 0;
+    for (int64_t p = p0; p < p1; ++p) {
+      __m256i x0[MR], x1[MR];
+      for (int i = 0; i < MR; ++i) {
+        x0[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64));
+        x1[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64 + 32));
+      }
+      for (int j = 0; j < NR; ++j) {
+        prefetch_next_tile<32, NR>(codes, a.code_row_bytes, p, j);
+        __m256i lo, hi;
+        split_nibbles64(codes + j * a.code_row_bytes + p * 32, lo, hi);
+        for (int i = 0; i < MR; ++i) {
+          if constexpr (kVnni) {
+            sum[i][j] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(sum[i][j], lo, x0[i]), hi, x1[i]);
+          } else {
+            sum[i][j] = _mm256_add_epi16(
+                sum[i][j],
+                _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0[i]), _mm256_maddubs_epi16(hi, x1[i])));
+          }
+        }
+      }
+      if constexpr (!kVnni) {
+        pending += 2;
+        if (pending == kMaxPending && p + 1 < p1) {
+          flush(g);
+          pending = 0;
+        }
+      }
+    }
+    if (chunks % 2 && g == a.n_groups - 1) {  // the last chunk, in the 16-byte form
+      if (!kVnni && pending == kMaxPending) flush(g);
+      const int64_t c = chunks - 1;
+      for (int j = 0; j < NR; ++j) {
+        const __m256i u = load_nibbles(codes + j * a.code_row_bytes + c * 16);
+        for (int i = 0; i < MR; ++i) {
+          const __m256i xv =
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
+          if constexpr (kVnni) {
+            sum[i][j] = _mm256_dpbusd_epi32(sum[i][j], u, xv);
+          } else {
+            sum[i][j] = _mm256_add_epi16(sum[i][j], _mm256_maddubs_epi16(u, xv));
+          }
+        }
+      }
+    }
+    flush(g);
+  }
+  a8_store<E, kMin>(a, m, n, acc);
+}
+
+// G = 64 kPairs (at most 256, so that AVX2's s16 pair sums need no flush inside a group) and K
+// a multiple of G: the group's blocks fully unrolled, one prefetch per 64 code bytes, and no
+// bookkeeping but the group loop. The common decode shape (int4 g128, GPTQ, AWQ).
+template <QuantCodes E, bool kMin, int MR, int NR, int kPairs, typename Param>
+void a8_tile_n64_fixed(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  static_assert(kPairs >= 1 && kPairs <= 4);
+  const Param* params = static_cast<const Param*>(a.scales) + n * a.n_groups;
+  constexpr int64_t kGroupBytes = 32 * kPairs;
+  const int8_t* xq = a.xq + m * a.ldx;
+  const uint8_t* codes = a.codes + n * a.code_row_bytes;
+  const int64_t rb = a.code_row_bytes;
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < a.n_groups; ++g) {
+    const uint8_t* cg = codes + g * kGroupBytes;
+    const int8_t* xg = xq + g * 64 * kPairs;
+    for (int j = 0; j < NR; ++j)
+      for (int64_t l = 0; l < kGroupBytes; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(cg + (NR + j) * rb + l), _MM_HINT_T0);
+    __m256i sum[MR][NR];
+    for (int p = 0; p < kPairs; ++p) {
+      __m256i x0[MR], x1[MR];
+      for (int i = 0; i < MR; ++i) {
+        x0[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + i * a.ldx + p * 64));
+        x1[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + i * a.ldx + p * 64 + 32));
+      }
+      for (int j = 0; j < NR; ++j) {
+        __m256i lo, hi;
+        split_nibbles64(cg + j * rb + p * 32, lo, hi);
+        for (int i = 0; i < MR; ++i) {
+#if defined(NIBBLE_ISA_avx512)
+          const __m256i base = p == 0 ? _mm256_setzero_si256() : sum[i][j];
+          sum[i][j] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(base, lo, x0[i]), hi, x1[i]);
+#else
+          const __m256i both =
+              _mm256_add_epi16(_mm256_maddubs_epi16(lo, x0[i]), _mm256_maddubs_epi16(hi, x1[i]));
+          sum[i][j] = p == 0 ? both : _mm256_add_epi16(sum[i][j], both);
+#endif
+        }
+      }
+    }
+    for (int j = 0; j < NR; ++j) {
+      const __m256 dv = load_param_v(params + j * a.n_groups + g);
+      for (int i = 0; i < MR; ++i) {
+#if defined(NIBBLE_ISA_avx512)
+        const __m256i s32 = sum[i][j];
+#else
+        const __m256i s32 = _mm256_madd_epi16(sum[i][j], _mm256_set1_epi16(1));
+#endif
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+      }
+    }
+  }
+  a8_store<E, kMin>(a, m, n, acc);
+}
+
+template <QuantCodes E, bool kMin, int MR, int NR>
+void a8_tile_n64(const QuantMatmulArgs& a, int64_t m, int64_t n) {
+  const bool whole_groups = a.k % a.group_size == 0;
+  const bool f16 = a.params_f16;
+  if (a.group_size == 32) {
+    f16 ? a8_tile_n64_g32<E, kMin, MR, NR, uint16_t>(a, m, n)
+        : a8_tile_n64_g32<E, kMin, MR, NR, float>(a, m, n);
+  } else if (a.group_size == 128 && whole_groups) {
+    f16 ? a8_tile_n64_fixed<E, kMin, MR, NR, 2, uint16_t>(a, m, n)
+        : a8_tile_n64_fixed<E, kMin, MR, NR, 2, float>(a, m, n);
+  } else if (a.group_size == 64 && whole_groups) {
+    f16 ? a8_tile_n64_fixed<E, kMin, MR, NR, 1, uint16_t>(a, m, n)
+        : a8_tile_n64_fixed<E, kMin, MR, NR, 1, float>(a, m, n);
+  } else if (a.group_size == 256 && whole_groups) {
+    f16 ? a8_tile_n64_fixed<E, kMin, MR, NR, 4, uint16_t>(a, m, n)
+        : a8_tile_n64_fixed<E, kMin, MR, NR, 4, float>(a, m, n);
+  } else {
+    a8_tile_n64_wide<E, kMin, MR, NR>(a, m, n);
   }
 }
 
@@ -448,6 +697,13 @@ struct Tiles {
 constexpr int kGemvRows = 4;
 constexpr int kTileM = 2;
 constexpr int kTileN = 2;
+
+template <QuantCodes E, bool kMin>
+Tiles n64_tiles() {
+  return {a8_tile_n64<E, kMin, 1, kGemvRows>, a8_tile_n64<E, kMin, 1, 1>,
+          a8_tile_n64<E, kMin, kTileM, kTileN>, a8_tile_n64<E, kMin, kTileM, 1>,
+          a8_tile_n64<E, kMin, 1, kTileN>};
+}
 
 template <bool kA8, QuantCodes E, bool kMin>
 Tiles make_tiles() {
@@ -508,6 +764,15 @@ void quant_matmul_a16(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) 
 void quant_matmul_a8(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
   const bool mins = a.mins != nullptr;
   Tiles t;
+  if (a.nibbles64 && (a.codes_kind == QuantCodes::U4Sym || a.codes_kind == QuantCodes::U4)) {
+    if (a.codes_kind == QuantCodes::U4Sym) {
+      t = mins ? n64_tiles<QuantCodes::U4Sym, true>() : n64_tiles<QuantCodes::U4Sym, false>();
+    } else {
+      t = mins ? n64_tiles<QuantCodes::U4, true>() : n64_tiles<QuantCodes::U4, false>();
+    }
+    run_tiles(t, a, n_begin, n_end);
+    return;
+  }
   switch (a.codes_kind) {
     case QuantCodes::U4Sym: t = tiles_for_min<true, QuantCodes::U4Sym>(mins); break;
     case QuantCodes::U4: t = tiles_for_min<true, QuantCodes::U4>(mins); break;

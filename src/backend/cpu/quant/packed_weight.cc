@@ -197,12 +197,30 @@ QuantMatmulArgs PackedQuantWeight::kernel_args() const {
   a.codes_kind = codes_kind;
   a.codes = codes.data();
   a.code_row_bytes = code_row_bytes;
+  a.nibbles64 = nibbles64;
   a.scales = scales();
   a.mins = mins();
   a.params_f16 = params_f16;
   a.group_size = group_size;
   a.n_groups = n_groups;
   return a;
+}
+
+void use_nibbles64(PackedQuantWeight& w) {
+  if (w.nibbles64 || !quant_codes_are_4bit(w.codes_kind)) return;
+  if (w.group_size != 32 && w.group_size % 64 != 0 && w.n_groups != 1) return;
+  const int64_t blocks = w.k_padded / 64;
+  std::vector<uint8_t> plain(size_t(blocks * 64));
+  for (int64_t n = 0; n < w.rows; ++n) {
+    uint8_t* row = w.codes.data() + n * w.code_row_bytes;
+    for (int64_t k = 0; k < blocks * 64; ++k)
+      plain[size_t(k)] = uint8_t(quant_packed_code(w.codes_kind, row, k));
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int64_t j = 0; j < 32; ++j)
+        row[b * 32 + j] =
+            uint8_t(plain[size_t(b * 64 + j)] | (plain[size_t(b * 64 + 32 + j)] << 4));
+  }
+  w.nibbles64 = true;
 }
 
 std::optional<PackedQuantWeight> pack_quantized_weight(const quant::QuantizedTensor& t) {

@@ -23,6 +23,7 @@ struct PackedQuantWeight {
   int64_t n_groups = 0;
   HugePageVector<uint8_t> codes;
   int64_t code_row_bytes = 0;
+  bool nibbles64 = false;  // 4-bit codes in the int8-activation kernels' form (kernel_table.h)
   bool params_f16 = false;
   bool has_mins = false;
   std::vector<uint16_t> scales_f16, mins_f16;
@@ -43,5 +44,10 @@ struct PackedQuantWeight {
 // falls back to a dense matrix). Exact: every weight of the packed form equals the reference
 // dequantization up to the rounding of one f32 product (scale * global scale, or -scale * zero).
 std::optional<PackedQuantWeight> pack_quantized_weight(const quant::QuantizedTensor& t);
+
+// Rewrites 4-bit codes into the 64-element form the int8-activation kernels read fastest, when
+// no 64-element block would straddle two groups (G = 32, G a multiple of 64, or one group per
+// row); otherwise, and for 8-bit codes, leaves `w` as it is.
+void use_nibbles64(PackedQuantWeight& w);
 
 }  // namespace nibble::cpu

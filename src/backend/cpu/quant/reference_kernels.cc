@@ -35,6 +35,15 @@ uint32_t quant_packed_code(QuantCodes kind, const uint8_t* row, int64_t k) {
   return e < 16 ? (byte & 0xF) : (byte >> 4);
 }
 
+uint32_t quant_packed_code(const QuantMatmulArgs& a, const uint8_t* row, int64_t k) {
+  const int64_t paired = a.k / 64 * 64;  // elements in whole 64-element blocks
+  if (!a.nibbles64 || !quant_codes_are_4bit(a.codes_kind) || k >= paired)
+    return quant_packed_code(a.codes_kind, row, k);
+  const int64_t block = k / 64, e = k % 64;
+  const uint8_t byte = row[block * 32 + (e % 32)];
+  return e < 32 ? (byte & 0xF) : (byte >> 4);
+}
+
 float quant_param(const void* params, bool f16, int64_t index) {
   if (f16) return f16_to_f32(static_cast<const uint16_t*>(params)[index]);
   return static_cast<const float*>(params)[index];
@@ -48,7 +57,7 @@ void quant_matmul_a16_reference(const QuantMatmulArgs& a, int64_t n_begin, int64
       double acc = 0.0;
       for (int64_t k = 0; k < a.k; ++k) {
         const int64_t g = n * a.n_groups + k / a.group_size;
-        double w = double(quant_code_value(a.codes_kind, quant_packed_code(a.codes_kind, row, k))) *
+        double w = double(quant_code_value(a.codes_kind, quant_packed_code(a, row, k))) *
                    double(quant_param(a.scales, a.params_f16, g));
         if (a.mins) w += double(quant_param(a.mins, a.params_f16, g));
         acc += double(x[k]) * w;
@@ -69,8 +78,7 @@ void quant_matmul_a8_reference(const QuantMatmulArgs& a, int64_t n_begin, int64_
         const int64_t k_end = (g + 1) * a.group_size < a.k ? (g + 1) * a.group_size : a.k;
         int64_t dot = 0;
         for (int64_t k = g * a.group_size; k < k_end; ++k) {
-          const auto v =
-              int64_t(quant_code_value(a.codes_kind, quant_packed_code(a.codes_kind, row, k)));
+          const auto v = int64_t(quant_code_value(a.codes_kind, quant_packed_code(a, row, k)));
           dot += v * xq[k];
         }
         acc += double(quant_param(a.scales, a.params_f16, n * a.n_groups + g)) * double(dot);

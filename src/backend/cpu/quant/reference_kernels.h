@@ -14,6 +14,8 @@ float quant_code_value(QuantCodes kind, uint32_t code);
 // Code of element k (0-based in the padded row) of a packed row (the chunk layout of
 // kernel_table.h).
 uint32_t quant_packed_code(QuantCodes kind, const uint8_t* row, int64_t k);
+// The same for the layout `a` describes (the 64-element 4-bit form when a.nibbles64).
+uint32_t quant_packed_code(const QuantMatmulArgs& a, const uint8_t* row, int64_t k);
 bool quant_codes_are_4bit(QuantCodes kind);
 // Group scale / min of a packed row (f16 or f32 storage).
 float quant_param(const void* params, bool f16, int64_t index);

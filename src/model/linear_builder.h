@@ -26,8 +26,8 @@ struct LinearBuildOptions {
   ComputeType compute = ComputeType::F32;
   // Applied to every dense decoder linear (never to embeddings or lm_head); empty: none.
   OnlineQuantizer online;
-  // Weight-only int4/int8 layers take dynamic per-token int8 activations and the integer
-  // kernels (W4A8 / W8A8), as llama.cpp computes its quantized types; off: x stays f32.
+  // Weight-only int4/int8 layers take int8 activations with one scale per weight group and the
+  // integer kernels (W4A8 / W8A8), as llama.cpp computes its quantized types; off: x stays f32.
   bool int8_activations_for_weight_only = false;
 };
 

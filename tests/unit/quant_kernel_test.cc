@@ -58,7 +58,9 @@ struct Problem {
   QuantCodes kind;
   int64_t m, n, k, group, n_groups;
   bool mins, f16;
-  bool nibbles64 = false;  // 4-bit codes in the 64-element form (a8 kernels)
+  bool nibbles64 = false;    // 4-bit codes in the 64-element form (a8 kernels)
+  bool per_group_x = false;  // a8 with one activation scale per group (x_group_scale)
+  std::vector<float> x_group_scales, xgsum_scaled;
   std::vector<uint8_t> codes;
   std::vector<float> scales32, mins32;
   std::vector<uint16_t> scales16, mins16;
@@ -105,6 +107,10 @@ struct Problem {
     for (int64_t r = 0; r < m; ++r)
       for (int64_t kk = 0; kk < k; ++kk)
         xsum[size_t(r * n_groups + kk / group)] += xq[size_t(r * k + kk)];
+    for (int64_t i = 0; i < m * n_groups; ++i) {
+      x_group_scales.push_back(uniform(0.001f, 0.05f));
+      xgsum_scaled.push_back(x_group_scales.back() * float(xsum[size_t(i)]));
+    }
   }
 
   QuantMatmulArgs args(float* y) const {
@@ -121,6 +127,10 @@ struct Problem {
     a.codes = codes.data();
     a.code_row_bytes = row_bytes;
     a.nibbles64 = nibbles64;
+    if (per_group_x) {
+      a.x_group_scale = x_group_scales.data();
+      a.xgsum = xgsum_scaled.data();
+    }
     a.scales = f16 ? static_cast<const void*>(scales16.data()) : scales32.data();
     a.mins = !mins ? nullptr : f16 ? static_cast<const void*>(mins16.data()) : mins32.data();
     a.params_f16 = f16;
@@ -152,13 +162,14 @@ struct Problem {
       const double folded = mn + (kind == QuantCodes::U4Sym ? 8.0 * d : 0.0);
       if (a8) {
         part += folded * std::fabs(double(xsum[size_t(r * n_groups + g)]));
+        if (per_group_x) part *= x_group_scales[size_t(r * n_groups + g)];
       } else {
         for (int64_t kk = g * group; kk < std::min(k, (g + 1) * group); ++kk)
           part += folded * std::fabs(double(x[size_t(r * k + kk)]));
       }
       total += part;
     }
-    return a8 ? total * x_scale[size_t(r)] : total;
+    return a8 && !per_group_x ? total * x_scale[size_t(r)] : total;
   }
 };
 
@@ -181,7 +192,8 @@ void check_problem(const KernelTable& table, const Problem& p, bool a8) {
       ASSERT_NEAR(got[i], ref[i], bound)
           << table.name << (a8 ? " a8 " : " a16 ") << kind_name(p.kind) << " m=" << p.m
           << " n=" << p.n << " k=" << p.k << " group=" << p.group << " mins=" << p.mins
-          << " f16=" << p.f16 << " nibbles64=" << p.nibbles64 << " at (" << r << ", " << c << ")";
+          << " f16=" << p.f16 << " nibbles64=" << p.nibbles64 << " per_group_x=" << p.per_group_x
+          << " at (" << r << ", " << c << ")";
     }
   }
 }
@@ -250,6 +262,32 @@ TEST(QuantKernels, A8FourBitCodesInTheWideFormAgainstReference) {
             for (int64_t m : {1, 3, 5}) {
               Problem p(kind, m, 11, k, group, mins, f16);
               p.nibbles64 = true;
+              check_problem(*t, p, true);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(QuantKernels, A8PerGroupActivationScalesAgainstReference) {
+  const auto tables = simd_tables();
+  if (tables.empty()) GTEST_SKIP() << "no SIMD ISA on this CPU: only the scalar reference exists";
+  for (const KernelTable* t : tables) {
+    for (QuantCodes kind : {QuantCodes::U4Sym, QuantCodes::U4, QuantCodes::S8}) {
+      for (bool wide : {false, true}) {
+        if (wide && kind == QuantCodes::S8) continue;
+        for (const auto& [group, k] : {std::pair<int64_t, int64_t>{32, 160},
+                                       {64, 256},
+                                       {128, 384},
+                                       {192, 384},
+                                       {320, 640}}) {
+          for (bool mins : {false, true}) {
+            for (int64_t m : {1, 3}) {
+              Problem p(kind, m, 11, k, group, mins, true);
+              p.nibbles64 = wide;
+              p.per_group_x = true;
               check_problem(*t, p, true);
             }
           }

@@ -86,6 +86,32 @@ std::vector<double> act_error(const quant::ActQuant& act, const float* x, int64_
   return e;
 }
 
+// x rounded to int8 with one scale (max| | / 127) per `group` columns of each row, and back: what
+// weight-only layers opted into the a8 kernels compute with.
+void fake_int8_per_group(const float* x, int64_t m, int64_t k, int64_t group, float* out) {
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t b = 0; b < k; b += group) {
+      const int64_t len = std::min(group, k - b);
+      float amax = 0.0f;
+      for (int64_t i = b; i < b + len; ++i) amax = std::max(amax, std::fabs(x[r * k + i]));
+      const float s = amax / 127.0f;
+      for (int64_t i = b; i < b + len; ++i)
+        out[r * k + i] = s == 0.0f ? 0.0f : std::nearbyint(x[r * k + i] / s) * s;
+    }
+  }
+}
+
+std::vector<double> int8_per_group_error(const float* x, int64_t k, int64_t group) {
+  std::vector<double> e(static_cast<size_t>(k));
+  for (int64_t b = 0; b < k; b += group) {
+    const int64_t len = std::min(group, k - b);
+    double amax = 0.0;
+    for (int64_t i = b; i < b + len; ++i) amax = std::max(amax, double(std::fabs(x[i])));
+    for (int64_t i = b; i < b + len; ++i) e[size_t(i)] = amax / 127.0 / 2.0 * 1.0001;
+  }
+  return e;
+}
+
 void check_linear(const quant::QuantizedTensor& w, const quant::ActQuant& scheme_act,
                   const std::string& what, const QuantLinearOptions& options = {},
                   const std::string& expect_in_description = "") {
@@ -93,11 +119,17 @@ void check_linear(const quant::QuantizedTensor& w, const quant::ActQuant& scheme
   const int64_t n = w.rows, k = w.cols;
   auto layer = make_quantized_linear(w, scheme_act, WeightType::F32, options);
   // A weight-only layer that opted into int8 activations (and got the kernel) rounds x like
-  // DynamicPerTokenInt8.
-  quant::ActQuant act = scheme_act;
+  // DynamicPerTokenInt8, but over each weight group (32 for GGUF blocks) instead of the row.
+  const quant::ActQuant& act = scheme_act;
+  int64_t x_group = 0;
   if (act.kind == quant::ActQuantKind::None && options.int8_activations_for_weight_only &&
-      layer->describe().find("a8") != std::string::npos)
-    act.kind = quant::ActQuantKind::DynamicPerTokenInt8;
+      layer->describe().find("a8") != std::string::npos) {
+    ASSERT_NE(layer->describe().find("x int8/group"), std::string::npos) << layer->describe();
+    ASSERT_TRUE(w.g_idx.empty()) << "the per-group reference below has no act-order";
+    x_group = w.elem == quant::ElemType::GgufBlock ? 32
+              : w.scale_block_cols >= k            ? k
+                                                   : w.scale_block_cols;
+  }
   ASSERT_EQ(layer->rows(), n);
   ASSERT_EQ(layer->cols(), k);
   const std::string description = layer->describe();
@@ -114,11 +146,16 @@ void check_linear(const quant::QuantizedTensor& w, const quant::ActQuant& scheme
     const std::vector<float> x = random_vector(size_t(m * k), -2.0f, 2.0f);
     const std::vector<float> bias = random_vector(size_t(n));
     std::vector<float> x_fake(x.size());
-    fake_quantize_activations(act, x.data(), m, k, x_fake.data());
+    if (x_group > 0) {
+      fake_int8_per_group(x.data(), m, k, x_group, x_fake.data());
+    } else {
+      fake_quantize_activations(act, x.data(), m, k, x_fake.data());
+    }
     std::vector<float> y(size_t(m * n), -9.0f);
     layer->forward(x.data(), m, bias.data(), y.data());
     for (int64_t r = 0; r < m; ++r) {
-      const std::vector<double> e = act_error(act, x.data() + r * k, k);
+      const std::vector<double> e = x_group > 0 ? int8_per_group_error(x.data() + r * k, k, x_group)
+                                                : act_error(act, x.data() + r * k, k);
       for (int64_t c = 0; c < n; ++c) {
         double ref_fake = bias[size_t(c)], ref_exact = bias[size_t(c)];
         double mag = std::fabs(bias[size_t(c)]), act_bound = 0.0;

@@ -40,8 +40,9 @@ void ModelOptions::add(CLI::App& app) {
                "serves what it quantized)");
   app.add_flag("--cpu-int8-activations", cpu_int8_activations,
                "run weight-only int4/int8 layers (GPTQ, AWQ, int4, int8wo, GGUF Q4_0/Q8_0...) "
-               "with dynamic per-token int8 activations on the integer kernels (W4A8/W8A8), as "
-               "llama.cpp does: faster decode, but the activation rounding changes the numerics");
+               "on the integer kernels (W4A8/W8A8) with int8 activations scaled per weight "
+               "group (GGUF: blocks of 32), as llama.cpp does: faster decode, and a small "
+               "change of the numerics");
 }
 
 std::string ModelOptions::effective_quantization() const {

@@ -67,15 +67,20 @@ enum class QuantCodes : uint8_t {
 //  - quant_matmul_a16: y[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]), x in f32.
 //  - quant_matmul_a8: y[m, n] = x_scale[m] * sum_g (d_g * sum_{k in g} value * xq[m, k]
 //    + mn_g * xsum[m, g]) (+ bias[n]), xq int8 in [-127, 127], xsum[m, g] = sum_{k in g} xq[m, k];
-//    only for U4Sym, U4, S8 and G a multiple of 32.
+//    only for U4Sym, U4, S8 and G a multiple of 32. With per-group activation scales
+//    (x_group_scale, s = x_group_scale[m, g]; x_scale and xsum unused):
+//    y[m, n] = sum_g (d_g * s * sum_{k in g} value * xq[m, k] + mn_g * xgsum[m, g]) (+ bias[n]),
+//    xgsum[m, g] = s * sum_{k in g} xq[m, k].
 // The kernels apply mins (and U4Sym's - 8) once per group through the per-group activation
 // sums, which the caller provides whenever the codes are U4Sym or `mins` is set.
 struct QuantMatmulArgs {
   const float* x = nullptr;        // a16: [m_rows, ldx]
   const float* xgsum = nullptr;    // a16, G >= 32: [m_rows, n_groups] sums of x over each group
+                                   // (a8 with x_group_scale: the scaled sums of xq)
   const int8_t* xq = nullptr;      // a8: [m_rows, ldx]
   const float* x_scale = nullptr;  // a8: [m_rows]
-  const int32_t* xsum = nullptr;   // a8: [m_rows, n_groups] sums of xq over each group
+  const float* x_group_scale = nullptr;  // a8: [m_rows, n_groups], or null (per-row x_scale)
+  const int32_t* xsum = nullptr;         // a8: [m_rows, n_groups] sums of xq over each group
   int64_t ldx = 0;
   int64_t m_rows = 0;
   int64_t k = 0;  // padded: a multiple of 32

@@ -45,8 +45,9 @@ class PackedLinear final : public LinearWeight {
  public:
   PackedLinear(PackedQuantWeight weight, const quant::ActQuant& act, bool int8_kernel)
       : w_(std::move(weight)), act_(act), a8_(int8_kernel) {
-    if (a8_ && act_.kind == quant::ActQuantKind::None)
-      act_.kind = quant::ActQuantKind::DynamicPerTokenInt8;
+    // A weight-only layer sent to the a8 kernels quantizes x per weight group: per-token
+    // scales cost SmolLM2 ~3% perplexity (docs/quantization.md), per-group ones almost none.
+    x_per_group_ = a8_ && act_.kind == quant::ActQuantKind::None;
   }
   int64_t rows() const override { return w_.rows; }
   int64_t cols() const override { return w_.cols; }
@@ -55,6 +56,7 @@ class PackedLinear final : public LinearWeight {
     const bool four = quant_codes_are_4bit(w_.codes_kind);
     std::string s = w_.source + (four ? " w4" : " w8");
     s += a8_ ? "a8" : "a16";
+    if (x_per_group_) s += " (x int8/group)";
     if (!a8_ && act_.kind != quant::ActQuantKind::None)
       s += std::string(" (x as ") + act_name(act_.kind) + ")";
     return s + " (" + kernels().name + ")";
@@ -72,10 +74,28 @@ class PackedLinear final : public LinearWeight {
     const int64_t K = w_.cols, KP = w_.k_padded;
     const int32_t* perm = w_.k_permutation.empty() ? nullptr : w_.k_permutation.data();
     thread_local std::vector<int8_t> xq;
-    thread_local std::vector<float> x_scale, x_fake, x_padded, x_group_sums;
+    thread_local std::vector<float> x_scale, x_fake, x_padded, x_group_sums, x_group_scales;
     thread_local std::vector<int32_t> xsum;
     QuantMatmulFn fn;
-    if (a8_) {
+    if (a8_ && x_per_group_) {
+      xq.resize(size_t(m_rows * KP));
+      x_group_scales.resize(size_t(m_rows * w_.n_groups));
+      x_group_sums.resize(size_t(m_rows * w_.n_groups));
+      int8_t* xq_out = xq.data();
+      float* scales_out = x_group_scales.data();
+      float* sums_out = x_group_sums.data();
+      const int64_t ng = w_.n_groups;
+      pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
+        quantize_activations_int8_per_group(x + r0 * K, r1 - r0, K, perm, KP, w_.group_size, ng,
+                                            xq_out + r0 * KP, scales_out + r0 * ng,
+                                            sums_out + r0 * ng);
+      });
+      args.xq = xq.data();
+      args.x_group_scale = x_group_scales.data();
+      args.xgsum = x_group_sums.data();
+      args.ldx = KP;
+      fn = kt.quant_matmul_a8;
+    } else if (a8_) {
       xq.resize(size_t(m_rows * KP));
       x_scale.resize(size_t(m_rows));
       const bool sums = w_.has_mins || w_.codes_kind == QuantCodes::U4Sym;
@@ -142,6 +162,7 @@ class PackedLinear final : public LinearWeight {
   PackedQuantWeight w_;
   quant::ActQuant act_;
   bool a8_;
+  bool x_per_group_ = false;
 };
 
 // No kernel for this layout: a dense matrix, with the activation quantization still applied.

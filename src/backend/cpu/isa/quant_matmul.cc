@@ -344,15 +344,28 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
-// y = x_scale * (the f32 accumulators' sums + the min terms) + bias, for an MR x NR tile.
+// The activation scale of row `row`, group g, broadcast: per group when the caller quantized x
+// per weight group (x_group_scale), else 1 (the per-row x_scale applies once, at the end).
+inline __m256 x_group_scale(const QuantMatmulArgs& a, int64_t row, int64_t g) {
+  return _mm256_set1_ps(a.x_group_scale ? a.x_group_scale[row * a.n_groups + g] : 1.0f);
+}
+
+// y = x_scale * (the f32 accumulators' sums + the min terms) + bias, for an MR x NR tile; with
+// per-group activation scales the sums are already scaled and the min terms use the scaled
+// group sums (xgsum).
+
 template <QuantCodes E, bool kMin, int MR, int NR>
 inline void a8_store(const QuantMatmulArgs& a, int64_t m, int64_t n, const __m256 (&acc)[MR][NR]) {
   constexpr bool kMinTerm = kMin || E == QuantCodes::U4Sym;
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
       float s = hsum256(acc[i][j]);
-      if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
-      s *= a.x_scale[m + i];
+      if (a.x_group_scale) {
+        if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xgsum + (m + i) * a.n_groups);
+      } else {
+        if constexpr (kMinTerm) s += min_term<E, kMin>(a, n + j, a.xsum + (m + i) * a.n_groups);
+        s *= a.x_scale[m + i];
+      }
       if (a.bias) s += a.bias[n + j];
       a.y[(m + i) * a.ldy + n + j] = s;
     }
@@ -384,13 +397,15 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   // most 3810 per pair, so eight chunks cannot saturate). Each part converts exactly (|sum| <
   // 2^24). Only two vectors per output: four rows of them fit the 16 AVX2 registers.
   const auto flush = [&](__m256i(&sum)[MR][NR], int64_t g) {
+    __m256 xs[MR];
+    for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
     for (int j = 0; j < NR; ++j) {
       const __m256 dv =
           _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
       for (int i = 0; i < MR; ++i) {
         __m256i s32 = sum[i][j];
         if constexpr (kPairSums16) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
         sum[i][j] = _mm256_setzero_si256();
       }
     }
@@ -489,9 +504,12 @@ void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   for (int64_t p = 0; p < pairs; ++p) {
     __m256i x0[MR], x1[MR];
+    __m256 xs0[MR], xs1[MR];
     for (int i = 0; i < MR; ++i) {
       x0[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64));
       x1[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + p * 64 + 32));
+      xs0[i] = x_group_scale(a, m + i, 2 * p);
+      xs1[i] = x_group_scale(a, m + i, 2 * p + 1);
     }
     for (int j = 0; j < NR; ++j) {
       prefetch_next_tile<32, NR>(codes, a.code_row_bytes, p, j);
@@ -500,8 +518,10 @@ void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
       __m256 d0, d1;
       load_param_pair(params + j * a.n_groups + 2 * p, d0, d1);
       for (int i = 0; i < MR; ++i) {
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(lo, x0[i])), d0, acc[i][j]);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(hi, x1[i])), d1, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(lo, x0[i])),
+                                    _mm256_mul_ps(d0, xs0[i]), acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(hi, x1[i])),
+                                    _mm256_mul_ps(d1, xs1[i]), acc[i][j]);
       }
     }
   }
@@ -513,7 +533,8 @@ void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
       for (int i = 0; i < MR; ++i) {
         const __m256i xv =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(u, xv)), d, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(u, xv)),
+                                    _mm256_mul_ps(d, x_group_scale(a, m + i, c)), acc[i][j]);
       }
     }
   }
@@ -538,13 +559,15 @@ void a8_tile_n64_wide(const QuantMatmulArgs& a, int64_t m, int64_t n) {
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   __m256i sum[MR][NR];
   const auto flush = [&](int64_t g) {
+    __m256 xs[MR];
+    for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
     for (int j = 0; j < NR; ++j) {
       const __m256 dv =
           _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
       for (int i = 0; i < MR; ++i) {
         __m256i s32 = sum[i][j];
         if constexpr (!kVnni) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
         sum[i][j] = _mm256_setzero_si256();
       }
     }
@@ -646,6 +669,8 @@ void a8_tile_n64_fixed(const QuantMatmulArgs& a, int64_t m, int64_t n) {
         }
       }
     }
+    __m256 xs[MR];
+    for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
     for (int j = 0; j < NR; ++j) {
       const __m256 dv = load_param_v(params + j * a.n_groups + g);
       for (int i = 0; i < MR; ++i) {
@@ -654,7 +679,7 @@ void a8_tile_n64_fixed(const QuantMatmulArgs& a, int64_t m, int64_t n) {
 #else
         const __m256i s32 = _mm256_madd_epi16(sum[i][j], _mm256_set1_epi16(1));
 #endif
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), dv, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
       }
     }
   }

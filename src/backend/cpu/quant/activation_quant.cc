@@ -95,6 +95,32 @@ void quantize_activations_int8(const quant::ActQuant& act, const float* x, int64
   }
 }
 
+void quantize_activations_int8_per_group(const float* x, int64_t m_rows, int64_t cols,
+                                         const int32_t* perm, int64_t k_padded, int64_t group,
+                                         int64_t n_groups, int8_t* xq, float* group_scales,
+                                         float* scaled_sums) {
+  for (int64_t r = 0; r < m_rows; ++r) {
+    const float* row = x + r * cols;
+    int8_t* q = xq + r * k_padded;
+    for (int64_t g = 0; g < n_groups; ++g) {
+      const int64_t begin = g * group, end = std::min(cols, (g + 1) * group);
+      float amax = 0.0f;
+      for (int64_t k = begin; k < end; ++k)
+        amax = std::max(amax, std::fabs(row[perm ? perm[k] : k]));
+      const float s = amax / 127.0f;
+      int32_t sum = 0;
+      for (int64_t k = begin; k < end; ++k) {
+        const int32_t v = s == 0.0f ? 0 : round_clamp(row[perm ? perm[k] : k], s, -127, 127);
+        q[k] = int8_t(v);
+        sum += v;
+      }
+      group_scales[r * n_groups + g] = s;
+      scaled_sums[r * n_groups + g] = s * float(sum);
+    }
+    if (k_padded > cols) std::memset(q + cols, 0, size_t(k_padded - cols));
+  }
+}
+
 void fake_quantize_activations(const quant::ActQuant& act, const float* x, int64_t m_rows,
                                int64_t cols, float* out) {
   for (int64_t r = 0; r < m_rows; ++r) {

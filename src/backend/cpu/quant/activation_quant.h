@@ -25,6 +25,16 @@ void quantize_activations_int8(const quant::ActQuant& act, const float* x, int64
                                int64_t cols, const int32_t* perm, int64_t k_padded, int8_t* xq,
                                float* scales, int64_t group, int64_t n_groups, int32_t* xsum);
 
+// Int8 activations with one scale per weight group, for weight-only layers that opted into the
+// a8 kernels (llama.cpp feeds its quantized types the same way: Q4_0 against Q8_0 blocks of 32).
+// Per row r and group g (of the packed, possibly permuted, K order): s = max|x over g| / 127,
+// q = round_half_even(x / s) (an all-zero group has s = 0 and q = 0), group_scales[r][g] = s,
+// scaled_sums[r][g] = s * (sum of q over g). Rows of xq as in quantize_activations_int8.
+void quantize_activations_int8_per_group(const float* x, int64_t m_rows, int64_t cols,
+                                         const int32_t* perm, int64_t k_padded, int64_t group,
+                                         int64_t n_groups, int8_t* xq, float* group_scales,
+                                         float* scaled_sums);
+
 // Writes x quantized and dequantized per `act` (the values the scheme's kernels would compute
 // with) to out[m_rows, cols]; ActQuantKind::None copies.
 //  - int8 kinds: as above (static with a zero point z: q = clamp(round(x / s) + z, -128, 127),

@@ -81,13 +81,15 @@ void quant_matmul_a8_reference(const QuantMatmulArgs& a, int64_t n_begin, int64_
           const auto v = int64_t(quant_code_value(a.codes_kind, quant_packed_code(a, row, k)));
           dot += v * xq[k];
         }
-        acc += double(quant_param(a.scales, a.params_f16, n * a.n_groups + g)) * double(dot);
+        const double xs = a.x_group_scale ? double(a.x_group_scale[m * a.n_groups + g]) : 1.0;
+        acc += double(quant_param(a.scales, a.params_f16, n * a.n_groups + g)) * xs * double(dot);
         if (a.mins) {
           acc += double(quant_param(a.mins, a.params_f16, n * a.n_groups + g)) *
-                 double(a.xsum[m * a.n_groups + g]);
+                 (a.x_group_scale ? double(a.xgsum[m * a.n_groups + g])
+                                  : double(a.xsum[m * a.n_groups + g]));
         }
       }
-      acc *= double(a.x_scale[m]);
+      if (!a.x_group_scale) acc *= double(a.x_scale[m]);
       if (a.bias) acc += a.bias[n];
       a.y[m * a.ldy + n] = float(acc);
     }

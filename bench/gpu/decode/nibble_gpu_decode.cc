@@ -2,7 +2,7 @@
 // every weight on the GPU (src/backend/cuda/cuda_llama.h), for end-to-end checks and the
 // gpt-fast protocol (a 5-token prompt, 200 new tokens).
 //
-//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref] [--group-size 128]
+//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w8a16|fp8] [--group-size 128]
 //       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
 //       [--dump-logits FILE --dump-steps 32] [--json FILE]
 //       [--gemv-ctas-per-sm N] [--gemv-units-per-split N] [--attention-min-partition N]
@@ -12,7 +12,10 @@
 // Schemes: bf16 keeps the checkpoint's weights (cuBLASLt); w4a16 quantizes every linear,
 // lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
 // quant::quantize_rtn_int) into the W4A16 kernel layout; w4a16-ref runs the same int4 weights
-// dequantized to bf16 through the dense path (the reference the w4a16 kernels must match).
+// dequantized to bf16 through the dense path (the reference the w4a16 kernels must match);
+// w8a16 is symmetric RTN int8 with one scale per output row (torchao's int8wo) on the W8A16
+// kernels; fp8 is e4m3 weights with one scale per output row and dynamic per-token e4m3
+// activations (nibble's --quantization fp8) through cuBLASLt.
 //
 // Prints one JSON object: the generated tokens and timings (CUDA events; the first run is a
 // warm-up that also captures the graph; tokens/s = new tokens / the median run's time, prefill
@@ -145,8 +148,9 @@ Options parse_options(int argc, char** argv) {
     }
   }
   NIBBLE_CHECK(!o.model.empty(), "--model DIR is required");
-  NIBBLE_CHECK(o.scheme == "bf16" || o.scheme == "w4a16" || o.scheme == "w4a16-ref",
-               "--scheme {} (bf16, w4a16 or w4a16-ref)", o.scheme);
+  NIBBLE_CHECK(o.scheme == "bf16" || o.scheme == "w4a16" || o.scheme == "w4a16-ref" ||
+                   o.scheme == "w8a16" || o.scheme == "fp8",
+               "--scheme {} (bf16, w4a16, w4a16-ref, w8a16 or fp8)", o.scheme);
   NIBBLE_CHECK(!o.prompt.empty() && o.new_tokens >= 1 && o.runs >= 1 && o.dump_steps >= 0,
                "need a prompt, --new-tokens ≥ 1, --runs ≥ 1 and --dump-steps ≥ 0");
   NIBBLE_CHECK(o.profile_steps >= 0 && o.profile_steps < o.new_tokens,
@@ -277,6 +281,18 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
       const uint32_t word = uint32_t(bits[i]) << 16;
       std::memcpy(&values[at++], &word, sizeof(float));
     }
+  }
+  if (o.scheme == "fp8") {
+    const quant::QuantizedTensor q =
+        quant::quantize_fp8_e4m3(values, w.rows, w.cols, quant::Fp8Granularity::PerChannel);
+    w.fp8 = std::make_unique<Fp8Weight>(prepare_fp8_weight(q, parts[0]->name.c_str()));
+    return w;
+  }
+  if (o.scheme == "w8a16") {
+    const quant::QuantizedTensor q = quant::quantize_rtn_int(
+        values, w.rows, w.cols, quant::RtnIntOptions{.bits = 8, .group_size = -1});
+    w.quantized = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
+    return w;
   }
   const quant::QuantizedTensor q = quant::quantize_rtn_int(
       values, w.rows, w.cols,
@@ -484,7 +500,7 @@ int run(int argc, char** argv) {
 
   json out;
   out["scheme"] = o.scheme;
-  out["group_size"] = o.scheme == "bf16" ? 0 : o.group_size;
+  out["group_size"] = o.scheme == "w4a16" || o.scheme == "w4a16-ref" ? o.group_size : 0;
   out["cuda_graph"] = o.use_graph;
   out["load_s"] = load_s;
   out["step_weight_bytes"] = model.step_weight_bytes();

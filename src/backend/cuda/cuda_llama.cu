@@ -20,6 +20,10 @@ void check_linear(const CudaLinear& w, int64_t rows, int64_t cols, const char* w
     NIBBLE_CHECK(w.quantized->rows == rows && w.quantized->cols == cols,
                  "layer {} {}: quantized weight is [{}, {}], expected [{}, {}]", layer, what,
                  w.quantized->rows, w.quantized->cols, rows, cols);
+  } else if (w.fp8) {
+    NIBBLE_CHECK(w.fp8->rows == rows && w.fp8->cols == cols,
+                 "layer {} {}: fp8 weight is [{}, {}], expected [{}, {}]", layer, what, w.fp8->rows,
+                 w.fp8->cols, rows, cols);
   } else {
     NIBBLE_CHECK(w.dense.bytes() == size_t(rows * cols * 2),
                  "layer {} {}: dense weight has {} bytes, expected bf16 [{}, {}]", layer, what,
@@ -118,6 +122,8 @@ void CudaLlama::reset() {
 void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* op) {
   if (w.quantized) {
     wxa16_linear(lt_, *w.quantized, x, 1, y, wxa16_workspace_, stream_);
+  } else if (w.fp8) {
+    fp8_linear(lt_, *w.fp8, x, 1, y, fp8_workspace_, Fp8Options{}, stream_);
   } else {
     dense_gemm_bf16(lt_, x, w.dense.get(), y, 1, w.rows, w.cols, stream_);
   }

@@ -2,8 +2,9 @@
 // A Llama-architecture decoder resident on one GPU, batch 1: embedding, per layer RMSNorm →
 // fused QKV linear → RoPE + paged KV write (bf16) → paged decode attention → O linear →
 // residual + RMSNorm → fused gate/up linear → SiLU·mul → down linear, then the final norm,
-// lm_head and a greedy argmax, all on the device. Linears are dense bf16 (cuBLASLt) or W4A16
-// (wxa16_linear). The prompt goes through the same one-token step (prefill is not separate).
+// lm_head and a greedy argmax, all on the device. Linears are dense bf16 (cuBLASLt), W4A16 /
+// W8A16 (wxa16_linear) or FP8 W8A8 with dynamic per-token activations (fp8_linear). The prompt goes
+// through the same one-token step (prefill is not separate).
 //
 // A step reads the token and position from device memory and advances them itself, so the
 // whole step is captured once into a CUDA graph and replayed; the host only launches.
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "backend/cuda/device_buffer.h"
+#include "backend/cuda/fp8_linear.h"
 #include "backend/cuda/lt_gemm.h"
 #include "backend/cuda/paged_attention.h"
 #include "backend/cuda/wxa16_linear.h"
@@ -35,14 +37,19 @@ struct CudaLlamaConfig {
   std::vector<float> inv_freq;  // RoPE frequencies [head_dim / 2], scaling already applied
 };
 
-// y[N] = W[N, K]·x: dense bf16 [N][K] or a repacked W4A16/W8A16 weight.
+// y[N] = W[N, K]·x: dense bf16 [N][K], a repacked W4A16/W8A16 weight or an FP8 weight.
 struct CudaLinear {
   int64_t rows = 0;
   int64_t cols = 0;
   DeviceBuffer dense;                      // bf16 [rows][cols] when not quantized
-  std::unique_ptr<WxA16Weight> quantized;  // non-null when quantized
+  std::unique_ptr<WxA16Weight> quantized;  // non-null for W4A16 / W8A16
+  std::unique_ptr<Fp8Weight> fp8;          // non-null for FP8 W8A8
 
-  size_t weight_bytes() const { return quantized ? quantized->stream_bytes() : dense.bytes(); }
+  size_t weight_bytes() const {
+    if (quantized) return quantized->stream_bytes();
+    if (fp8) return fp8->codes.bytes() + fp8->scales.bytes();
+    return dense.bytes();
+  }
 };
 
 struct CudaLlamaLayer {
@@ -117,6 +124,7 @@ class CudaLlama {
   std::vector<OpTime> op_times_;
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
+  Fp8Workspace fp8_workspace_;
   PagedAttentionWorkspace attention_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   DeviceBuffer block_table_, seq_len_, position_dev_, token_, history_, inv_freq_;

@@ -1,5 +1,8 @@
-// The W4A16 decode kernel (M ≤ 16): a register-streaming GEMV on the repacked layout of
-// wxa16_linear.h, with the weight as the tensor cores' A operand and the activations as B.
+// The W4A16 / W8A16 decode kernel (M ≤ 16): a register-streaming GEMV on the repacked layout
+// of wxa16_linear.h, with the weight as the tensor cores' A operand and the activations as B.
+// A unit is 512 bytes either way: 8 rows × 128 columns of 4-bit codes (8 mma steps of 16
+// columns) or 8 rows × 64 columns of 8-bit codes (4 steps); only the decoding of a lane's 16
+// bytes into A fragments (b_fragment) and the unit width differ.
 //
 // Why a second kernel next to the streaming one: at batch 1 the streaming kernel pads M to 16
 // rows of x in shared memory (128 KB of zeros per CTA at K = 4096, one CTA per SM) and ran
@@ -29,7 +32,8 @@ using namespace wxa16_detail;
 constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kColsPerBlock = kWarps * 16;
-constexpr int kUnitCols = 128;
+template <int BITS>
+constexpr int kUnitColsOf = BITS == 4 ? 128 : 64;
 // x slice budget per CTA: small enough for several CTAs per SM.
 constexpr int kXSmemBytes = 48 * 1024;
 // +32 elements per staged row: consecutive rows start 64 bytes apart modulo 128, so lanes of
@@ -77,17 +81,20 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-// Position of unit column c (0..127) in the permuted x slice: 16-byte chunk (c / 32)·4 + t holds
-// lane t's B fragments of steps 2·chunk and 2·chunk + 1: [b0(even), b1(even), b0(odd), b1(odd)].
+// Position of unit column c (0..127, or 0..63 for 8-bit units) in the permuted x slice: 16-byte
+// chunk (c / 32)·4 + t holds lane t's B fragments of steps 2·chunk and 2·chunk + 1:
+// [b0(even), b1(even), b0(odd), b1(odd)].
 __device__ __forceinline__ int permuted_column(int c) {
   const int step = c / 16, w = c % 16;
   const int t = (w % 8) / 2, hi = w / 8, e = w % 2;
   return ((step / 2) * 4 + t) * 8 + (step % 2) * 4 + hi * 2 + e;
 }
 
-template <int MB, int BATCH, int SPG>
-__global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
-  constexpr int SEGS = 8 / SPG;
+template <int BITS, int MB, int BATCH, int SPG>
+__global__ void __launch_bounds__(kThreads) wxa16_gemv_kernel(GemvParams p) {
+  constexpr int kUnitCols = kUnitColsOf<BITS>;
+  constexpr int STEPS = kUnitCols / 16;  // mma steps per unit
+  constexpr int SEGS = STEPS / SPG;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto* xs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __shared__ int is_last_block;
@@ -127,8 +134,8 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
           if (live && valid_a) z_a = __ldg(p.zeros + meta_a + group * 8);
           if (live && valid_b) z_b = __ldg(p.zeros + meta_b + group * 8);
         }
-        za[b][seg] = zero_word<4>(z_a);
-        zb[b][seg] = zero_word<4>(z_b);
+        za[b][seg] = zero_word<BITS>(z_a);
+        zb[b][seg] = zero_word<BITS>(z_b);
       }
     }
   };
@@ -182,13 +189,13 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
     for (int b = 0; b < BATCH; ++b) {
       const int u = u0 + b;
       if (u >= u_end) break;
-      uint4 xf[MB][4];
+      uint4 xf[MB][STEPS / 2];
 #pragma unroll
       for (int nb = 0; nb < MB; ++nb)
 #pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          xf[nb][c] =
-              live_row[nb] ? x_lane[nb][(u - u_begin) * 16 + c * 4] : make_uint4(0, 0, 0, 0);
+        for (int c = 0; c < STEPS / 2; ++c) {
+          xf[nb][c] = live_row[nb] ? x_lane[nb][(u - u_begin) * (kUnitCols / 8) + c * 4]
+                                   : make_uint4(0, 0, 0, 0);
         }
       static_for<SEGS>([&](auto seg_constant) {
         constexpr int seg = decltype(seg_constant)::value;
@@ -200,8 +207,8 @@ __global__ void __launch_bounds__(kThreads) w4a16_gemv_kernel(GemvParams p) {
         static_for<SPG>([&](auto step_constant) {
           constexpr int S = seg * SPG + decltype(step_constant)::value;
           uint32_t a0, a1, a2, a3;
-          b_fragment<4, S>(qa[b], za[b][seg], a0, a2);
-          b_fragment<4, S>(qb[b], zb[b][seg], a1, a3);
+          b_fragment<BITS, S>(qa[b], za[b][seg], a0, a2);
+          b_fragment<BITS, S>(qb[b], zb[b][seg], a1, a3);
 #pragma unroll
           for (int nb = 0; nb < MB; ++nb) {
             const uint4& chunk = xf[nb][S / 2];
@@ -296,7 +303,7 @@ bool programmatic_launch_supported() {
   return supported;
 }
 
-template <int MB, int BATCH, int SPG>
+template <int BITS, int MB, int BATCH, int SPG>
 void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {
   cudaLaunchAttribute attribute[1];
   attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
@@ -309,14 +316,20 @@ void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {
   config.attrs = attribute;
   config.numAttrs =
       wxa16_gemv_tuning().programmatic_launch && programmatic_launch_supported() ? 1 : 0;
-  NIBBLE_CUDA_CHECK(cudaLaunchKernelEx(&config, w4a16_gemv_kernel<MB, BATCH, SPG>, p));
+  NIBBLE_CUDA_CHECK(cudaLaunchKernelEx(&config, wxa16_gemv_kernel<BITS, MB, BATCH, SPG>, p));
 }
 
 template <int MB, int BATCH>
-void launch_for_group(const GemvParams& p, int spg, dim3 grid, int smem, cudaStream_t stream) {
-  if (spg == 2) return launch<MB, BATCH, 2>(p, grid, smem, stream);
-  if (spg == 4) return launch<MB, BATCH, 4>(p, grid, smem, stream);
-  launch<MB, BATCH, 8>(p, grid, smem, stream);
+void launch_for_group(const GemvParams& p, int bits, int spg, dim3 grid, int smem,
+                      cudaStream_t stream) {
+  if (bits == 8) {
+    // 8-bit units are 4 steps wide: a group of ≥ 64 columns is one segment per unit.
+    if (spg == 2) return launch<8, MB, BATCH, 2>(p, grid, smem, stream);
+    return launch<8, MB, BATCH, 4>(p, grid, smem, stream);
+  }
+  if (spg == 2) return launch<4, MB, BATCH, 2>(p, grid, smem, stream);
+  if (spg == 4) return launch<4, MB, BATCH, 4>(p, grid, smem, stream);
+  launch<4, MB, BATCH, 8>(p, grid, smem, stream);
 }
 
 }  // namespace
@@ -327,12 +340,16 @@ WxA16GemvTuning& wxa16_gemv_tuning() {
 }
 
 bool wxa16_gemv_supports(const WxA16Weight& w, int64_t m) {
-  return w.bits == 4 && m >= 1 && m <= kWxA16GemvMaxM && w.n_tiles * 8 < (int64_t(1) << 30) &&
-         w.padded_cols() < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
+  // Groups narrower than a unit must split it into segments of at least two mma steps.
+  const bool groups_fit =
+      w.group_size >= w.unit_cols() || (w.group_size >= 32 && w.unit_cols() % w.group_size == 0);
+  return (w.bits == 4 || w.bits == 8) && groups_fit && m >= 1 && m <= kWxA16GemvMaxM &&
+         w.n_tiles * 8 < (int64_t(1) << 30) && w.padded_cols() < (int64_t(1) << 30) &&
+         w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
 }
 
 bool wxa16_gemv_preferred(const WxA16Weight& w, int64_t m) {
-  return wxa16_gemv_supports(w, m) && w.group_size >= kUnitCols;
+  return wxa16_gemv_supports(w, m) && w.group_size >= w.unit_cols();
 }
 
 void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Workspace& ws,
@@ -340,6 +357,7 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   NIBBLE_CHECK(wxa16_gemv_supports(w, m), "w4a16_gemv: {}-bit weight [{}, {}] with M = {}", w.bits,
                w.rows, w.cols, m);
   const WxA16GemvTuning& tuning = wxa16_gemv_tuning();
+  const int64_t kUnitCols = w.unit_cols();
   const int64_t pairs = (w.n_tiles + 1) / 2;
   const int64_t col_blocks = (pairs + kWarps - 1) / kWarps;
   // The x slice bounds the units per split; beyond that, split until the grid fills the SMs
@@ -395,11 +413,11 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
   const int spg = int(std::min<int64_t>(kUnitCols, w.group_size) / 16);
   const bool wide = tuning.batch_units >= 8;
   if (m <= 8) {
-    if (wide) return launch_for_group<1, 8>(p, spg, grid, smem, stream);
-    return launch_for_group<1, 4>(p, spg, grid, smem, stream);
+    if (wide) return launch_for_group<1, 8>(p, w.bits, spg, grid, smem, stream);
+    return launch_for_group<1, 4>(p, w.bits, spg, grid, smem, stream);
   }
-  if (wide) return launch_for_group<2, 8>(p, spg, grid, smem, stream);
-  launch_for_group<2, 4>(p, spg, grid, smem, stream);
+  if (wide) return launch_for_group<2, 8>(p, w.bits, spg, grid, smem, stream);
+  launch_for_group<2, 4>(p, w.bits, spg, grid, smem, stream);
 }
 
 }  // namespace nibble::cuda

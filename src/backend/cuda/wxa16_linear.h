@@ -8,7 +8,7 @@
 // A warp streams a unit with one coalesced 16-byte load per lane and never shuffles.
 //
 // Three paths (wxa16_linear picks by M):
-//  - Gemv (4-bit, M ≤ kWxA16GemvMaxM; w4a16_gemv.cu): decode. Each warp streams two tiles
+//  - Gemv (4- and 8-bit, M ≤ kWxA16GemvMaxM; w4a16_gemv.cu): decode. Each warp streams two tiles
 //    through registers (the weight is the mma's A operand, x its B, so one mma covers 8 batch
 //    rows), only the real rows of x sit in shared memory, split-K fills every SM.
 //  - Stream (M ≤ kWxA16StreamMaxM): the tensor-core streaming kernel. Codes become bf16 in
@@ -73,10 +73,12 @@ enum class WxA16Path : uint8_t { Auto, Gemv, Stream, DequantGemm };
 void wxa16_linear(LtGemm& lt, const WxA16Weight& weight, const void* x, int64_t m, void* y,
                   WxA16Workspace& workspace, cudaStream_t stream, WxA16Path path = WxA16Path::Auto);
 
-// Whether the Gemv path takes this weight at this M (4-bit codes, 1 ≤ M ≤ kWxA16GemvMaxM).
+// Whether the Gemv path takes this weight at this M (4- or 8-bit codes, groups of at least 32
+// columns that divide a unit or span whole units, 1 ≤ M ≤ kWxA16GemvMaxM).
 bool wxa16_gemv_supports(const WxA16Weight& weight, int64_t m);
-// Whether Auto picks it: supported and groups of ≥ 128 columns (with g32/g64 it loads a scale
-// per 32/64 columns per lane and measured 2× slower than the Stream kernel on an H100).
+// Whether Auto picks it: supported and groups spanning whole units (≥ 128 columns for 4-bit,
+// ≥ 64 for 8-bit; with 4-bit g32/g64 it loads a scale per 32/64 columns per lane and measured 2×
+// slower than the Stream kernel on an H100).
 bool wxa16_gemv_preferred(const WxA16Weight& weight, int64_t m);
 // The Gemv path alone (Error when !wxa16_gemv_supports).
 void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,

@@ -344,10 +344,34 @@ inline float hsum256(__m256 s) {
   return _mm_cvtss_f32(q);
 }
 
+#if defined(NIBBLE_ISA_avx512)
+constexpr bool kVnni = true;  // vpdpbusd on 256-bit vectors (AVX-512 VNNI + VL)
+#else
+constexpr bool kVnni = false;
+#endif
+
 // The activation scale of row `row`, group g, broadcast: per group when the caller quantized x
 // per weight group (x_group_scale), else 1 (the per-row x_scale applies once, at the end).
 inline __m256 x_group_scale(const QuantMatmulArgs& a, int64_t row, int64_t g) {
   return _mm256_set1_ps(a.x_group_scale ? a.x_group_scale[row * a.n_groups + g] : 1.0f);
+}
+
+// Adds each output's integer group sum (s16 pair sums when kPairSums16, else s32) into its f32
+// accumulator, scaled by d_g (and s_g with per-group activation scales), and clears the sums.
+template <bool kPairSums16, int MR, int NR>
+inline void flush_group(const QuantMatmulArgs& a, int64_t m, int64_t n, int64_t g,
+                        __m256i (&sum)[MR][NR], __m256 (&acc)[MR][NR]) {
+  __m256 xs[MR];
+  for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
+  for (int j = 0; j < NR; ++j) {
+    const __m256 dv = _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
+    for (int i = 0; i < MR; ++i) {
+      __m256i s32 = sum[i][j];
+      if constexpr (kPairSums16) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
+      acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
+      sum[i][j] = _mm256_setzero_si256();
+    }
+  }
 }
 
 // y = x_scale * (the f32 accumulators' sums + the min terms) + bias, for an MR x NR tile; with
@@ -376,11 +400,6 @@ inline void a8_store(const QuantMatmulArgs& a, int64_t m, int64_t n, const __m25
 // times the group's sum of xq. 8-bit codes use the sign trick.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
-#if defined(NIBBLE_ISA_avx512)
-  constexpr bool kVnni = true;
-#else
-  constexpr bool kVnni = false;
-#endif
   constexpr bool kPairSums16 = !kVnni && E != QuantCodes::S8;
   constexpr int kMaxPending = 8;
   constexpr int64_t kBytes = chunk_bytes(E);
@@ -397,18 +416,7 @@ void a8_tile(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   // most 3810 per pair, so eight chunks cannot saturate). Each part converts exactly (|sum| <
   // 2^24). Only two vectors per output: four rows of them fit the 16 AVX2 registers.
   const auto flush = [&](__m256i(&sum)[MR][NR], int64_t g) {
-    __m256 xs[MR];
-    for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
-    for (int j = 0; j < NR; ++j) {
-      const __m256 dv =
-          _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
-      for (int i = 0; i < MR; ++i) {
-        __m256i s32 = sum[i][j];
-        if constexpr (kPairSums16) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
-        sum[i][j] = _mm256_setzero_si256();
-      }
-    }
+    flush_group<kPairSums16>(a, m, n, g, sum, acc);
   };
   int64_t g = 0;
   for (int64_t c0 = 0; c0 < chunks; c0 += chunks_per_group, ++g) {
@@ -544,11 +552,6 @@ void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
 // Groups of a multiple of 64 (or one group per row): integer sums over a group, as a8_tile.
 template <QuantCodes E, bool kMin, int MR, int NR>
 void a8_tile_n64_wide(const QuantMatmulArgs& a, int64_t m, int64_t n) {
-#if defined(NIBBLE_ISA_avx512)
-  constexpr bool kVnni = true;
-#else
-  constexpr bool kVnni = false;
-#endif
   constexpr int kMaxPending = 8;  // chunks of s16 pair sums (see a8_tile)
   const int64_t chunks = a.k / 32, pairs = chunks / 2;
   const int64_t pairs_per_group = a.n_groups == 1 ? pairs : a.group_size / 64;
@@ -558,20 +561,7 @@ void a8_tile_n64_wide(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   __m256i sum[MR][NR];
-  const auto flush = [&](int64_t g) {
-    __m256 xs[MR];
-    for (int i = 0; i < MR; ++i) xs[i] = x_group_scale(a, m + i, g);
-    for (int j = 0; j < NR; ++j) {
-      const __m256 dv =
-          _mm256_set1_ps(load_param(a.scales, a.params_f16, (n + j) * a.n_groups + g));
-      for (int i = 0; i < MR; ++i) {
-        __m256i s32 = sum[i][j];
-        if constexpr (!kVnni) s32 = _mm256_madd_epi16(s32, _mm256_set1_epi16(1));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(dv, xs[i]), acc[i][j]);
-        sum[i][j] = _mm256_setzero_si256();
-      }
-    }
-  };
+  const auto flush = [&](int64_t g) { flush_group<!kVnni>(a, m, n, g, sum, acc); };
   for (int64_t g = 0; g < a.n_groups; ++g) {
     const int64_t p0 = g * pairs_per_group;
     const int64_t p1 = p0 + pairs_per_group < pairs ? p0 + pairs_per_group : pairs;

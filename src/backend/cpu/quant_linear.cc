@@ -77,41 +77,38 @@ class PackedLinear final : public LinearWeight {
     thread_local std::vector<float> x_scale, x_fake, x_padded, x_group_sums, x_group_scales;
     thread_local std::vector<int32_t> xsum;
     QuantMatmulFn fn;
-    if (a8_ && x_per_group_) {
+    if (a8_) {
       xq.resize(size_t(m_rows * KP));
-      x_group_scales.resize(size_t(m_rows * w_.n_groups));
-      x_group_sums.resize(size_t(m_rows * w_.n_groups));
-      int8_t* xq_out = xq.data();
-      float* scales_out = x_group_scales.data();
-      float* sums_out = x_group_sums.data();
       const int64_t ng = w_.n_groups;
-      pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
-        quantize_activations_int8_per_group(x + r0 * K, r1 - r0, K, perm, KP, w_.group_size, ng,
-                                            xq_out + r0 * KP, scales_out + r0 * ng,
-                                            sums_out + r0 * ng);
-      });
-      args.xq = xq.data();
-      args.x_group_scale = x_group_scales.data();
-      args.xgsum = x_group_sums.data();
-      args.ldx = KP;
-      fn = kt.quant_matmul_a8;
-    } else if (a8_) {
-      xq.resize(size_t(m_rows * KP));
-      x_scale.resize(size_t(m_rows));
-      const bool sums = w_.has_mins || w_.codes_kind == QuantCodes::U4Sym;
-      xsum.resize(sums ? size_t(m_rows * w_.n_groups) : 0);
       // Buffers are thread_local: the workers must get this thread's pointers, not their own.
       int8_t* xq_out = xq.data();
-      float* scale_out = x_scale.data();
-      int32_t* sum_out = sums ? xsum.data() : nullptr;
-      pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
-        quantize_activations_int8(act_, x + r0 * K, r1 - r0, K, perm, KP, xq_out + r0 * KP,
-                                  scale_out + r0, w_.group_size, w_.n_groups,
-                                  sum_out ? sum_out + r0 * w_.n_groups : nullptr);
-      });
-      args.xq = xq.data();
-      args.x_scale = x_scale.data();
-      args.xsum = sum_out;
+      if (x_per_group_) {
+        x_group_scales.resize(size_t(m_rows * ng));
+        x_group_sums.resize(size_t(m_rows * ng));
+        float* scales_out = x_group_scales.data();
+        float* sums_out = x_group_sums.data();
+        pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
+          quantize_activations_int8_per_group(x + r0 * K, r1 - r0, K, perm, KP, w_.group_size, ng,
+                                              xq_out + r0 * KP, scales_out + r0 * ng,
+                                              sums_out + r0 * ng);
+        });
+        args.x_group_scale = scales_out;
+        args.xgsum = sums_out;
+      } else {
+        x_scale.resize(size_t(m_rows));
+        const bool sums = w_.has_mins || w_.codes_kind == QuantCodes::U4Sym;
+        xsum.resize(sums ? size_t(m_rows * ng) : 0);
+        float* scale_out = x_scale.data();
+        int32_t* sum_out = sums ? xsum.data() : nullptr;
+        pool.parallel_for(m_rows, kActRowGrain, [&](int64_t r0, int64_t r1) {
+          quantize_activations_int8(act_, x + r0 * K, r1 - r0, K, perm, KP, xq_out + r0 * KP,
+                                    scale_out + r0, w_.group_size, ng,
+                                    sum_out ? sum_out + r0 * ng : nullptr);
+        });
+        args.x_scale = scale_out;
+        args.xsum = sum_out;
+      }
+      args.xq = xq_out;
       args.ldx = KP;
       fn = kt.quant_matmul_a8;
     } else {

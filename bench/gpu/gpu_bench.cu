@@ -201,6 +201,33 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
     }
     WxA16Workspace ws;
     for (int64_t m : ms) {
+      if (wxa16_bulk_gemv_supports(first, m)) {
+        // The bulk-copy decode kernel: units per consumer warp × ring stages × CTAs per SM.
+        const WxA16GemvTuning defaults = wxa16_gemv_tuning();
+        std::vector<std::array<int, 3>> shapes{
+            {defaults.bulk_units_per_warp, defaults.bulk_stages, defaults.bulk_ctas_per_sm}};
+        if (sweep) {
+          shapes = {{4, 3, 1}, {1, 4, 2}, {2, 3, 2}, {2, 4, 2}, {4, 2, 2},
+                    {1, 6, 3}, {2, 3, 3}, {1, 4, 4}, {2, 2, 4}};
+        }
+        for (const auto [upw, stages, ctas] : shapes) {
+          WxA16GemvTuning t = defaults;
+          t.bulk_units_per_warp = upw;
+          t.bulk_stages = stages;
+          t.bulk_ctas_per_sm = ctas;
+          wxa16_gemv_tuning() = t;
+          if (!wxa16_bulk_gemv_supports(first, m)) continue;
+          const float us = median_us(
+              [&](size_t c) {
+                wxa16_linear(lt, w[c], x.get(), m, y.get(), ws, nullptr, WxA16Path::BulkGemv);
+              },
+              w.size());
+          const std::string path = "bulk w" + std::to_string(upw) + " s" + std::to_string(stages) +
+                                   " c" + std::to_string(ctas);
+          report(name, k, n, m, us, first.stream_bytes(), path.c_str());
+        }
+        wxa16_gemv_tuning() = defaults;
+      }
       if (wxa16_gemv_supports(first, m)) {
         // The decode kernel's variants: units loaded per batch × CTAs per SM that split-K aims at.
         const WxA16GemvTuning defaults = wxa16_gemv_tuning();

@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "backend/cuda/fp8_linear.h"
+#include "backend/cuda/llama_kernels.h"
 #include "backend/cuda/lt_gemm.h"
 #include "backend/cuda/wxa16_linear.h"
 #include "gpu_test_util.h"
@@ -118,9 +119,10 @@ void run_int_case(const IntCase& c) {
     const auto ref = reference_matmul(to_floats(x), deq, m, c.n, c.k);
     auto dx = to_device(x);
     DeviceBuffer dy(size_t(m * c.n) * 2);
-    for (const auto path :
-         {cuda::WxA16Path::Gemv, cuda::WxA16Path::Stream, cuda::WxA16Path::DequantGemm}) {
+    for (const auto path : {cuda::WxA16Path::BulkGemv, cuda::WxA16Path::Gemv,
+                            cuda::WxA16Path::Stream, cuda::WxA16Path::DequantGemm}) {
       if (path == cuda::WxA16Path::Gemv && !cuda::wxa16_gemv_supports(w, m)) continue;
+      if (path == cuda::WxA16Path::BulkGemv && !cuda::wxa16_bulk_gemv_supports(w, m)) continue;
       // Twice per path: the second call checks that the split-K workspace was left clean.
       for (int repeat = 0; repeat < 2; ++repeat) {
         poison(dy);
@@ -129,7 +131,8 @@ void run_int_case(const IntCase& c) {
         std::snprintf(what, sizeof(what), "W%dA16 %s g%lld %s N=%lld K=%lld M=%lld %s#%d", c.bits,
                       c.symmetric ? "sym" : "asym", (long long)c.group, dtype_name(c.scale_dtype),
                       (long long)c.n, (long long)c.k, (long long)m,
-                      path == cuda::WxA16Path::Gemv     ? "gemv"
+                      path == cuda::WxA16Path::BulkGemv ? "bulk-gemv"
+                      : path == cuda::WxA16Path::Gemv   ? "gemv"
                       : path == cuda::WxA16Path::Stream ? "stream"
                                                         : "dequant+lt",
                       repeat);
@@ -235,6 +238,159 @@ GPU_TEST(wxa16_split_k_is_bit_identical_run_to_run) {
     }
   }
   tuning = saved;
+}
+
+// Every ring shape of the bulk-copy GEMV (units per warp, stage count; a chunk past K's end and a
+// ring wrapping many times) against the reference, and repeated calls bit-identical.
+GPU_TEST(wxa16_bulk_gemv_variants_match_reference) {
+  using D = quant::ScaleDType;
+  const IntCase cases[] = {
+      {4, true, 128, D::F32, 28 * 8 + 3, 14336, {1, 3}},
+      {4, false, 32, D::BF16, 1001, 1184, {1, 8}},
+      {8, true, -1, D::BF16, 523, 4096, {1, 2}},
+      {8, false, 64, D::F16, 301, 999, {5}},
+  };
+  cuda::WxA16GemvTuning& tuning = cuda::wxa16_gemv_tuning();
+  const cuda::WxA16GemvTuning saved = tuning;
+  cuda::WxA16Workspace ws;
+  for (const IntCase& c : cases) {
+    const QuantizedTensor t = random_int_weight(c);
+    const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(t, "test weight");
+    const std::vector<float> deq = quant::dequantize(t);
+    for (const int64_t m : c.ms) {
+      const auto x = random_bf16(size_t(m * c.k), 1.0f);
+      const auto ref = reference_matmul(to_floats(x), deq, m, c.n, c.k);
+      auto dx = to_device(x);
+      DeviceBuffer dy(size_t(m * c.n) * 2);
+      for (const int upw : {1, 2, 4}) {
+        for (const int stages : {2, 6}) {
+          tuning.bulk_units_per_warp = upw;
+          tuning.bulk_stages = stages;
+          if (!cuda::wxa16_bulk_gemv_supports(w, m)) continue;
+          std::vector<__nv_bfloat16> first;
+          size_t differing = 0;
+          for (int repeat = 0; repeat < 3; ++repeat) {
+            poison(dy);
+            cuda::wxa16_linear(lt(), w, dx.get(), m, dy.get(), ws, nullptr,
+                               cuda::WxA16Path::BulkGemv);
+            const auto y = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
+            if (repeat == 0) {
+              first = y;
+              char what[160];
+              std::snprintf(what, sizeof(what),
+                            "W%dA16 bulk-gemv %s g%lld N=%lld K=%lld M=%lld upw=%d stages=%d",
+                            c.bits, c.symmetric ? "sym" : "asym", (long long)c.group,
+                            (long long)c.n, (long long)c.k, (long long)m, upw, stages);
+              expect_close(what, y, ref, kRel, kAccum);
+              continue;
+            }
+            for (size_t i = 0; i < y.size(); ++i) {
+              differing += std::memcmp(&y[i], &first[i], sizeof(y[i])) != 0 ? 1 : 0;
+            }
+          }
+          GPU_EXPECT(differing == 0,
+                     "bulk-gemv upw=%d stages=%d M=%lld: %zu outputs differ "
+                     "between repeats",
+                     upw, stages, (long long)m, differing);
+        }
+      }
+    }
+  }
+  tuning = saved;
+}
+
+// The decode fusions of the bulk-copy GEMV: residual add + RMSNorm and SiLU·mul computed while x
+// is staged. RMSNorm against a CPU twin of its roundings (the sum of squares in f64, so the
+// GPU's own order and rsqrtf may move a few x by one bf16 step: inside the matmul bound), the
+// stored residual bit for bit; SiLU·mul bit for bit against the separate silu_mul kernel
+// followed by the plain GEMV.
+GPU_TEST(wxa16_bulk_gemv_fused_inputs) {
+  using D = quant::ScaleDType;
+  const IntCase cases[] = {
+      {4, true, 128, D::F32, 28 * 8 + 3, 4096, {1, 3}},
+      {8, true, -1, D::BF16, 1000, 2048, {1, 2}},
+  };
+  cuda::WxA16Workspace ws;
+  for (const IntCase& c : cases) {
+    const QuantizedTensor t = random_int_weight(c);
+    const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(t, "test weight");
+    const std::vector<float> deq = quant::dequantize(t);
+    for (const int64_t m : c.ms) {
+      if (!cuda::wxa16_bulk_gemv_fuses(w, m)) continue;
+      const size_t mk = size_t(m * c.k);
+      DeviceBuffer dy(size_t(m * c.n) * 2);
+      // Residual add + RMSNorm.
+      {
+        const auto residual = random_bf16(mk, 2.0f), delta = random_bf16(mk, 1.0f);
+        auto norm_weight = random_bf16(size_t(c.k), 0.5f);
+        for (auto& v : norm_weight) v = __float2bfloat16(1.0f + __bfloat162float(v));
+        const float eps = 1e-5f;
+        std::vector<float> h(mk), x(mk);
+        for (int64_t r = 0; r < m; ++r) {
+          double sum = 0.0;
+          for (int64_t k = 0; k < c.k; ++k) {
+            const size_t i = size_t(r * c.k + k);
+            h[i] = bf16_round(__bfloat162float(residual[i]) + __bfloat162float(delta[i]));
+            sum += double(h[i]) * h[i];
+          }
+          const float inv = float(1.0 / std::sqrt(sum / double(c.k) + eps));
+          for (int64_t k = 0; k < c.k; ++k) {
+            const size_t i = size_t(r * c.k + k);
+            x[i] = bf16_round(__bfloat162float(norm_weight[size_t(k)]) * bf16_round(h[i] * inv));
+          }
+        }
+        const auto ref = reference_matmul(x, deq, m, c.n, c.k);
+        auto d_residual = to_device(residual), d_delta = to_device(delta);
+        auto d_weight = to_device(norm_weight);
+        DeviceBuffer d_out(mk * 2);
+        poison(d_out);
+        poison(dy);
+        cuda::WxA16Input input;
+        input.kind = cuda::WxA16Input::Kind::ResidualRmsNorm;
+        input.x = d_residual.get();
+        input.delta = d_delta.get();
+        input.norm_weight = d_weight.get();
+        input.residual_out = d_out.get();
+        input.eps = eps;
+        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
+        char what[160];
+        std::snprintf(what, sizeof(what), "W%dA16 bulk-gemv rmsnorm-fused N=%lld K=%lld M=%lld",
+                      c.bits, (long long)c.n, (long long)c.k, (long long)m);
+        expect_close(what, to_host<__nv_bfloat16>(dy, size_t(m * c.n)), ref, kRel, kAccum);
+        const auto stored = to_host<__nv_bfloat16>(d_out, mk);
+        size_t wrong = 0;
+        for (size_t i = 0; i < mk; ++i) wrong += __bfloat162float(stored[i]) == h[i] ? 0 : 1;
+        GPU_EXPECT(wrong == 0, "%s: %zu of %zu stored residuals differ from bf16(r + d)", what,
+                   wrong, mk);
+      }
+      // SiLU·mul.
+      {
+        const auto gate_up = random_bf16(2 * mk, 4.0f);
+        auto d_gate_up = to_device(gate_up);
+        DeviceBuffer d_act(mk * 2), dy_unfused(size_t(m * c.n) * 2);
+        for (int64_t r = 0; r < m; ++r) {
+          cuda::silu_mul(d_gate_up.get<__nv_bfloat16>() + r * 2 * c.k,
+                         d_act.get<__nv_bfloat16>() + r * c.k, c.k, nullptr);
+        }
+        cuda::wxa16_bulk_gemv(w, d_act.get(), m, dy_unfused.get(), nullptr);
+        poison(dy);
+        cuda::WxA16Input input;
+        input.kind = cuda::WxA16Input::Kind::SiluMul;
+        input.x = d_gate_up.get();
+        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
+        const auto fused = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
+        const auto unfused = to_host<__nv_bfloat16>(dy_unfused, size_t(m * c.n));
+        size_t differing = 0;
+        for (size_t i = 0; i < fused.size(); ++i) {
+          differing += std::memcmp(&fused[i], &unfused[i], sizeof(fused[i])) != 0 ? 1 : 0;
+        }
+        GPU_EXPECT(differing == 0,
+                   "W%dA16 bulk-gemv silu-fused N=%lld K=%lld M=%lld: %zu of %zu outputs differ "
+                   "from silu_mul + GEMV",
+                   c.bits, (long long)c.n, (long long)c.k, (long long)m, differing, fused.size());
+      }
+    }
+  }
 }
 
 GPU_TEST(wxa16_refuses_act_order_with_the_tensor_name) {

@@ -8,6 +8,8 @@
 //       [--gemv-ctas-per-sm N] [--gemv-units-per-split N] [--attention-min-partition N]
 //       [--gemv-programmatic-launch 0|1] [--profile-steps N] [--sweep-gemv-ctas 1,2,4,8]
 //       [--sweep-gemv-units 0,4] [--sweep-attention-partition 64,32,16] [--sweep-gemv-pdl 0,1]
+//       [--sweep-gemv-bulk 0,1] [--sweep-bulk-units 1,2,4] [--sweep-bulk-stages 4,6,8]
+//       [--sweep-bulk-ctas 1,2,3] [--sweep-fusion 0,1]
 //
 // Schemes: bf16 keeps the checkpoint's weights (cuBLASLt); w4a16 quantizes every linear,
 // lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
@@ -80,6 +82,11 @@ struct Options {
   std::vector<int32_t> sweep_gemv_ctas;
   std::vector<int32_t> sweep_gemv_units;
   std::vector<int32_t> sweep_gemv_pdl;
+  std::vector<int32_t> sweep_gemv_bulk;
+  std::vector<int32_t> sweep_bulk_units;
+  std::vector<int32_t> sweep_bulk_stages;
+  std::vector<int32_t> sweep_bulk_ctas;
+  std::vector<int32_t> sweep_fusion;
   std::vector<int32_t> sweep_attention_partition;
 };
 
@@ -133,6 +140,16 @@ Options parse_options(int argc, char** argv) {
       o.gemv_programmatic_launch = std::stoi(value());
     } else if (arg == "--sweep-gemv-pdl") {
       o.sweep_gemv_pdl = parse_tokens(value());
+    } else if (arg == "--sweep-gemv-bulk") {
+      o.sweep_gemv_bulk = parse_tokens(value());
+    } else if (arg == "--sweep-bulk-units") {
+      o.sweep_bulk_units = parse_tokens(value());
+    } else if (arg == "--sweep-fusion") {
+      o.sweep_fusion = parse_tokens(value());
+    } else if (arg == "--sweep-bulk-ctas") {
+      o.sweep_bulk_ctas = parse_tokens(value());
+    } else if (arg == "--sweep-bulk-stages") {
+      o.sweep_bulk_stages = parse_tokens(value());
     } else if (arg == "--sweep-gemv-units") {
       o.sweep_gemv_units = parse_tokens(value());
     } else if (arg == "--attention-min-partition") {
@@ -557,6 +574,7 @@ int run(int argc, char** argv) {
     if (values.empty()) return;
     const WxA16GemvTuning gemv = wxa16_gemv_tuning();
     const PagedAttentionTuning attention = paged_attention_tuning();
+    const bool fuse = model.fuse_small_ops;
     json points = json::array();
     for (int32_t v : values) {
       set(v);
@@ -571,6 +589,7 @@ int run(int argc, char** argv) {
       points.push_back(point);
       wxa16_gemv_tuning() = gemv;
       paged_attention_tuning() = attention;
+      model.fuse_small_ops = fuse;
     }
     out[key] = points;
   };
@@ -582,6 +601,16 @@ int run(int argc, char** argv) {
         [](int32_t v) { paged_attention_tuning().min_partition = v; });
   sweep("sweep_gemv_pdl", "gemv_programmatic_launch", o.sweep_gemv_pdl,
         [](int32_t v) { wxa16_gemv_tuning().programmatic_launch = v != 0; });
+  sweep("sweep_gemv_bulk", "gemv_bulk", o.sweep_gemv_bulk,
+        [](int32_t v) { wxa16_gemv_tuning().bulk = v != 0; });
+  sweep("sweep_bulk_units", "bulk_units_per_warp", o.sweep_bulk_units,
+        [](int32_t v) { wxa16_gemv_tuning().bulk_units_per_warp = v; });
+  sweep("sweep_bulk_stages", "bulk_stages", o.sweep_bulk_stages,
+        [](int32_t v) { wxa16_gemv_tuning().bulk_stages = v; });
+  sweep("sweep_fusion", "fuse_small_ops", o.sweep_fusion,
+        [&](int32_t v) { model.fuse_small_ops = v != 0; });
+  sweep("sweep_bulk_ctas", "bulk_ctas_per_sm", o.sweep_bulk_ctas,
+        [](int32_t v) { wxa16_gemv_tuning().bulk_ctas_per_sm = v; });
   model.discard_graph();
   const std::string text = out.dump();
   std::printf("%s\n", text.c_str());

@@ -30,7 +30,12 @@ def main():
         for key, knob in (("sweep_gemv_ctas", "gemv_ctas_per_sm"),
                           ("sweep_gemv_units", "gemv_units_per_split"),
                           ("sweep_attention_partition", "attention_min_partition"),
-                          ("sweep_gemv_pdl", "gemv_programmatic_launch")):
+                          ("sweep_gemv_pdl", "gemv_programmatic_launch"),
+                          ("sweep_gemv_bulk", "gemv_bulk"),
+                          ("sweep_bulk_units", "bulk_units_per_warp"),
+                          ("sweep_bulk_stages", "bulk_stages"),
+                          ("sweep_bulk_ctas", "bulk_ctas_per_sm"),
+                          ("sweep_fusion", "fuse_small_ops")):
             if key not in d:
                 continue
             ops = sorted({op["op"] for p in d[key] if "profile" in p for op in p["profile"]["ops"]})

@@ -94,6 +94,7 @@ void CudaLlama::finish_loading() {
   inv_freq_.resize(c.inv_freq.size() * sizeof(float));
   inv_freq_.upload(c.inv_freq.data(), inv_freq_.bytes());
   hidden_.resize(size_t(c.hidden * 2));
+  hidden_alt_.resize(size_t(c.hidden * 2));
   normed_.resize(size_t(c.hidden * 2));
   qkv_.resize(size_t((q_rows + 2 * kv_rows) * 2));
   attn_out_.resize(size_t(q_rows * 2));
@@ -128,6 +129,34 @@ void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* 
     dense_gemm_bf16(lt_, x, w.dense.get(), y, 1, w.rows, w.cols, stream_);
   }
   mark(op, w.weight_bytes());
+}
+
+bool CudaLlama::fusable(const CudaLinear& w) const {
+  return fuse_small_ops && w.quantized && wxa16_gemv_tuning().bulk &&
+         wxa16_bulk_gemv_fuses(*w.quantized, 1);
+}
+
+void CudaLlama::norm_linear(void*& residual, const void* delta, const DeviceBuffer& norm_weight,
+                            const CudaLinear& w, void* y, const char* norm_op, const char* op,
+                            const char* fused_op) {
+  if (!fusable(w)) {
+    rms_norm(residual, delta, norm_weight.get(), normed_.get(), config_.hidden, config_.rms_eps,
+             stream_);
+    mark(norm_op, norm_weight.bytes());
+    linear(w, normed_.get(), y, op);
+    return;
+  }
+  void* other = residual == hidden_.get() ? hidden_alt_.get() : hidden_.get();
+  WxA16Input input;
+  input.kind = WxA16Input::Kind::ResidualRmsNorm;
+  input.x = residual;
+  input.delta = delta;
+  input.norm_weight = norm_weight.get();
+  input.residual_out = delta != nullptr ? other : nullptr;
+  input.eps = config_.rms_eps;
+  wxa16_bulk_gemv(*w.quantized, input, 1, y, stream_);
+  if (delta != nullptr) residual = other;
+  mark(fused_op, w.weight_bytes() + norm_weight.bytes());
 }
 
 void CudaLlama::mark(const char* op, size_t weight_bytes) {
@@ -184,13 +213,12 @@ void CudaLlama::run_step() {
   const CudaLlamaConfig& c = config_;
   embedding_lookup(embedding.get(), token_.get<int32_t>(), c.hidden, hidden_.get(), stream_);
   mark("embedding", size_t(c.hidden * 2));
+  void* residual = hidden_.get();
   for (int64_t l = 0; l < c.n_layers; ++l) {
     const CudaLlamaLayer& layer = layers[size_t(l)];
     // The previous layer's MLP output joins the residual inside the norm (none before layer 0).
-    rms_norm(hidden_.get(), l == 0 ? nullptr : proj_out_.get(), layer.attn_norm.get(),
-             normed_.get(), c.hidden, c.rms_eps, stream_);
-    mark("attn_norm", layer.attn_norm.bytes());
-    linear(layer.qkv, normed_.get(), qkv_.get(), "qkv");
+    norm_linear(residual, l == 0 ? nullptr : proj_out_.get(), layer.attn_norm, layer.qkv,
+                qkv_.get(), "attn_norm", "qkv", "attn_norm+qkv");
     RopeCacheArgs rope;
     rope.qkv = qkv_.get();
     rope.inv_freq = inv_freq_.get<float>();
@@ -222,18 +250,22 @@ void CudaLlama::run_step() {
     paged_attention_decode(attn, attention_workspace_, stream_);
     mark("attention");
     linear(layer.o, attn_out_.get(), proj_out_.get(), "o");
-    rms_norm(hidden_.get(), proj_out_.get(), layer.mlp_norm.get(), normed_.get(), c.hidden,
-             c.rms_eps, stream_);
-    mark("mlp_norm", layer.mlp_norm.bytes());
-    linear(layer.gate_up, normed_.get(), gate_up_.get(), "gate_up");
-    silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_);
-    mark("silu_mul");
-    linear(layer.down, act_.get(), proj_out_.get(), "down");
+    norm_linear(residual, proj_out_.get(), layer.mlp_norm, layer.gate_up, gate_up_.get(),
+                "mlp_norm", "gate_up", "mlp_norm+gate_up");
+    if (fusable(layer.down)) {
+      WxA16Input input;
+      input.kind = WxA16Input::Kind::SiluMul;
+      input.x = gate_up_.get();
+      wxa16_bulk_gemv(*layer.down.quantized, input, 1, proj_out_.get(), stream_);
+      mark("silu_mul+down", layer.down.weight_bytes());
+    } else {
+      silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_);
+      mark("silu_mul");
+      linear(layer.down, act_.get(), proj_out_.get(), "down");
+    }
   }
-  rms_norm(hidden_.get(), proj_out_.get(), final_norm.get(), normed_.get(), c.hidden, c.rms_eps,
-           stream_);
-  mark("final_norm", final_norm.bytes());
-  linear(lm_head, normed_.get(), logits_.get(), "lm_head");
+  norm_linear(residual, proj_out_.get(), final_norm, lm_head, logits_.get(), "final_norm",
+              "lm_head", "final_norm+lm_head");
   argmax_and_advance(logits_.get(), c.vocab, token_.get<int32_t>(), history_.get<int32_t>(),
                      position_dev_.get<int32_t>(), stream_);
   mark("argmax");

@@ -108,9 +108,20 @@ class CudaLlama {
   // the step again.
   void discard_graph();
 
+  // Whether the RMSNorms (with their residual adds) and SiLU·mul run inside the next linear's
+  // input staging where that linear takes it (quantized, BulkGemv path: wxa16_linear.h's
+  // WxA16Input); on by default. Changing it needs discard_graph().
+  bool fuse_small_ops = true;
+
  private:
   void run_step();
   void linear(const CudaLinear& w, const void* x, void* y, const char* op);
+  bool fusable(const CudaLinear& w) const;
+  // residual (+ delta) → RMSNorm → linear, fused when the linear takes it; `residual` becomes
+  // the buffer that holds the updated residual.
+  void norm_linear(void*& residual, const void* delta, const DeviceBuffer& norm_weight,
+                   const CudaLinear& w, void* y, const char* norm_op, const char* op,
+                   const char* fused_op);
   void mark(const char* op, size_t weight_bytes = 0);
 
   CudaLlamaConfig config_;
@@ -128,7 +139,9 @@ class CudaLlama {
   PagedAttentionWorkspace attention_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   DeviceBuffer block_table_, seq_len_, position_dev_, token_, history_, inv_freq_;
-  DeviceBuffer hidden_, normed_, qkv_, attn_out_, proj_out_, gate_up_, act_, logits_;
+  // hidden_ and hidden_alt_ take turns holding the residual stream: a fused norm reads one and
+  // writes the other (every CTA of the kernel still reads the old values).
+  DeviceBuffer hidden_, hidden_alt_, normed_, qkv_, attn_out_, proj_out_, gate_up_, act_, logits_;
 };
 
 }  // namespace nibble::cuda

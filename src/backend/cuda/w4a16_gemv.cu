@@ -36,9 +36,7 @@ template <int BITS>
 constexpr int kUnitColsOf = BITS == 4 ? 128 : 64;
 // x slice budget per CTA: small enough for several CTAs per SM.
 constexpr int kXSmemBytes = 48 * 1024;
-// +32 elements per staged row: consecutive rows start 64 bytes apart modulo 128, so lanes of
-// batch rows g and g+1 (one 16-byte-load phase) hit disjoint banks.
-constexpr int kRowPad = 32;
+constexpr int kRowPad = kStagedRowPad;
 
 struct GemvParams {
   const uint4* codes;
@@ -79,15 +77,6 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], uint32_t a0, uint32_t a
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Position of unit column c (0..127, or 0..63 for 8-bit units) in the permuted x slice: 16-byte
-// chunk (c / 32)·4 + t holds lane t's B fragments of steps 2·chunk and 2·chunk + 1:
-// [b0(even), b1(even), b0(odd), b1(odd)].
-__device__ __forceinline__ int permuted_column(int c) {
-  const int step = c / 16, w = c % 16;
-  const int t = (w % 8) / 2, hi = w / 8, e = w % 2;
-  return ((step / 2) * 4 + t) * 8 + (step % 2) * 4 + hi * 2 + e;
 }
 
 template <int BITS, int MB, int BATCH, int SPG>
@@ -146,28 +135,8 @@ __global__ void __launch_bounds__(kThreads) wxa16_gemv_kernel(GemvParams p) {
 
   const int k0 = u_begin * kUnitCols;
   const int slice_cols = (u_end - u_begin) * kUnitCols;
-  const int vectors_per_row = slice_cols / 8;
-  for (int i = threadIdx.x; i < p.m * vectors_per_row; i += kThreads) {
-    const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
-    const int k = k0 + c;
-    const __nv_bfloat16* src = p.x + size_t(r) * p.k + k;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (p.x_vector && k + 8 <= p.k) {
-      v = *reinterpret_cast<const uint4*>(src);
-    } else {
-      __nv_bfloat16 e[8];
-      for (int j = 0; j < 8; ++j) e[j] = k + j < p.k ? src[j] : __float2bfloat16(0.0f);
-      v = *reinterpret_cast<const uint4*>(e);
-    }
-    // Eight consecutive columns are four (k, k+1) pairs that stay adjacent after permutation.
-    __nv_bfloat16* row = xs + r * stride + (c / kUnitCols) * kUnitCols;
-    const int cu = c % kUnitCols;
-    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      *reinterpret_cast<uint32_t*>(row + permuted_column(cu + 2 * j)) = words[j];
-    }
-  }
+  stage_x_permuted<kUnitCols>(xs, stride, p.x, p.m, p.k, k0, slice_cols, p.x_vector, threadIdx.x,
+                              kThreads);
   __syncthreads();
 
   float acc[MB][4];

@@ -110,4 +110,58 @@ __device__ __forceinline__ float load_scale(const void* scales, int type, int64_
   return static_cast<const float*>(scales)[index];
 }
 
+// +32 elements per staged row of x: consecutive rows start 64 bytes apart modulo 128, so lanes of
+// batch rows g and g+1 (one 16-byte-load phase) hit disjoint banks.
+constexpr int kStagedRowPad = 32;
+
+// Position of unit column c (0..127, or 0..63 for 8-bit units) in a staged, permuted x row:
+// 16-byte chunk (c / 32)·4 + t holds lane t's B fragments of steps 2·chunk and 2·chunk + 1:
+// [b0(even), b1(even), b0(odd), b1(odd)], so a lane reads a unit's fragments with 16-byte loads.
+__device__ __forceinline__ int permuted_column(int c) {
+  const int step = c / 16, w = c % 16;
+  const int t = (w % 8) / 2, hi = w / 8, e = w % 2;
+  return ((step / 2) * 4 + t) * 8 + (step % 2) * 4 + hi * 2 + e;
+}
+
+// Stages columns [k0, k0 + cols) of the m rows of the GEMV input into xs (row stride `stride`
+// elements), each unit's columns permuted. `load8(r, k)` returns columns k .. k+7 of row r as 8
+// packed bf16 (zeros past the row's end). Threads `thread` of `threads` share the work.
+template <int kUnitCols, typename Load8>
+__device__ __forceinline__ void stage_permuted(__nv_bfloat16* xs, int stride, int m, int k0,
+                                               int cols, int thread, int threads,
+                                               const Load8& load8) {
+  const int vectors_per_row = cols / 8;
+  for (int i = thread; i < m * vectors_per_row; i += threads) {
+    const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
+    const uint4 v = load8(r, k0 + c);
+    // Eight consecutive columns are four (k, k+1) pairs that stay adjacent after permutation.
+    __nv_bfloat16* row = xs + r * stride + (c / kUnitCols) * kUnitCols;
+    const int cu = c % kUnitCols;
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      *reinterpret_cast<uint32_t*>(row + permuted_column(cu + 2 * j)) = words[j];
+    }
+  }
+}
+
+// Columns [k, k + 8) of row r of x (row length n), zeros past n.
+__device__ __forceinline__ uint4 load8_bf16(const __nv_bfloat16* x, int r, int k, int n,
+                                            bool vector) {
+  const __nv_bfloat16* src = x + size_t(r) * n + k;
+  if (vector && k + 8 <= n) return *reinterpret_cast<const uint4*>(src);
+  __nv_bfloat16 e[8];
+  for (int j = 0; j < 8; ++j) e[j] = k + j < n ? src[j] : __float2bfloat16(0.0f);
+  return *reinterpret_cast<const uint4*>(e);
+}
+
+// stage_permuted of plain bf16 rows x[m][k].
+template <int kUnitCols>
+__device__ __forceinline__ void stage_x_permuted(__nv_bfloat16* xs, int stride,
+                                                 const __nv_bfloat16* x, int m, int k, int k0,
+                                                 int cols, bool x_vector, int thread, int threads) {
+  stage_permuted<kUnitCols>(xs, stride, m, k0, cols, thread, threads,
+                            [&](int r, int kk) { return load8_bf16(x, r, kk, k, x_vector); });
+}
+
 }  // namespace nibble::cuda::wxa16_detail

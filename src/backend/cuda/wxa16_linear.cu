@@ -468,10 +468,12 @@ void wxa16_linear(LtGemm& lt, const WxA16Weight& w, const void* x, int64_t m, vo
                   WxA16Workspace& ws, cudaStream_t stream, WxA16Path path) {
   NIBBLE_CHECK(m > 0, "wxa16_linear: {} rows of activations", m);
   if (path == WxA16Path::Auto) {
-    path = wxa16_gemv_preferred(w, m) ? WxA16Path::Gemv
-           : m <= kWxA16StreamMaxM    ? WxA16Path::Stream
-                                      : WxA16Path::DequantGemm;
+    path = wxa16_gemv_tuning().bulk && wxa16_bulk_gemv_supports(w, m) ? WxA16Path::BulkGemv
+           : wxa16_gemv_preferred(w, m)                               ? WxA16Path::Gemv
+           : m <= kWxA16StreamMaxM                                    ? WxA16Path::Stream
+                                                                      : WxA16Path::DequantGemm;
   }
+  if (path == WxA16Path::BulkGemv) return wxa16_bulk_gemv(w, x, m, y, stream);
   if (path == WxA16Path::Gemv) return w4a16_gemv(w, x, m, y, ws, stream);
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   auto* yb = static_cast<__nv_bfloat16*>(y);

@@ -7,7 +7,10 @@
 // that each lane's 16 bytes are exactly its B fragments of `mma.m16n8k16` for the whole unit.
 // A warp streams a unit with one coalesced 16-byte load per lane and never shuffles.
 //
-// Three paths (wxa16_linear picks by M):
+// Four paths (wxa16_linear picks by M):
+//  - BulkGemv (4- and 8-bit, M ≤ 8, sm_90+; wxa16_bulk_gemv.cu): decode. A persistent kernel whose
+//    weights reach shared memory by bulk asynchronous copies through a ring of stages (one
+//    producer thread per CTA keeps them in flight), decoded by eight consumer warps.
 //  - Gemv (4- and 8-bit, M ≤ kWxA16GemvMaxM; w4a16_gemv.cu): decode. Each warp streams two tiles
 //    through registers (the weight is the mma's A operand, x its B, so one mma covers 8 batch
 //    rows), only the real rows of x sit in shared memory, split-K fills every SM.
@@ -67,7 +70,7 @@ struct WxA16Workspace {
   DeviceBuffer dequantized;   // bf16 [n_tiles * 8][padded_cols] for the DequantGemm path
 };
 
-enum class WxA16Path : uint8_t { Auto, Gemv, Stream, DequantGemm };
+enum class WxA16Path : uint8_t { Auto, BulkGemv, Gemv, Stream, DequantGemm };
 
 // y[M, N] (bf16, rows of N) = x[M, K] (bf16, rows of K) · dequant(W)ᵀ.
 void wxa16_linear(LtGemm& lt, const WxA16Weight& weight, const void* x, int64_t m, void* y,
@@ -84,6 +87,38 @@ bool wxa16_gemv_preferred(const WxA16Weight& weight, int64_t m);
 void w4a16_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
                 WxA16Workspace& workspace, cudaStream_t stream);
 
+// The input of a BulkGemv call, computed while the kernel stages it (decode fusions: one launch
+// instead of two, and no round trip of x through memory):
+//  - Plain: x [M][K].
+//  - ResidualRmsNorm: x = bf16(norm_weight · bf16(h · rsqrt(mean(h²) + eps))) per row, with
+//    h = bf16(x + delta) (h = x when delta is null); h is written to residual_out (not x itself,
+//    which every CTA still reads) when that is non-null. The same roundings as rms_norm() in
+//    llama_kernels.h; only the order of the sum of squares differs.
+//  - SiluMul: x[i] = bf16(bf16(silu(g[i])) · g[K + i]) per row of g = gate_up [M][2K], as
+//    silu_mul() (bit for bit).
+struct WxA16Input {
+  enum class Kind : uint8_t { Plain, ResidualRmsNorm, SiluMul };
+  Kind kind = Kind::Plain;
+  const void* x = nullptr;
+  const void* delta = nullptr;
+  const void* norm_weight = nullptr;
+  void* residual_out = nullptr;
+  float eps = 1e-5f;
+};
+
+// Whether the BulkGemv path takes this weight at this M (sm_90+, groups as for Gemv, M ≤ 8, x and
+// the ring fit in shared memory); Auto picks it whenever `wxa16_gemv_tuning().bulk` is on.
+bool wxa16_bulk_gemv_supports(const WxA16Weight& weight, int64_t m);
+// The BulkGemv path alone (Error when !wxa16_bulk_gemv_supports).
+void wxa16_bulk_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
+                     cudaStream_t stream);
+// Whether BulkGemv also takes the fused inputs for this weight (supported and K a multiple of 8).
+bool wxa16_bulk_gemv_fuses(const WxA16Weight& weight, int64_t m);
+// BulkGemv of a (fused) input; Error when the path or the fusion is not supported, or when the
+// fused input's pointers are not 16-byte aligned or residual_out is x.
+void wxa16_bulk_gemv(const WxA16Weight& weight, const WxA16Input& input, int64_t m, void* y,
+                     cudaStream_t stream);
+
 // Knobs of the Gemv path, for the benchmarks' variant sweep: units each warp loads before it
 // uses any (4 or 8: registers against bytes in flight) and the CTAs per SM that split-K aims at.
 struct WxA16GemvTuning {
@@ -99,6 +134,15 @@ struct WxA16GemvTuning {
   // attention, which allow it early) still runs. Measured on an H200: W4A16 Llama-3-8B decode
   // step 3.76 → 3.62 ms, tokens bit-identical.
   bool programmatic_launch = true;
+  // The BulkGemv path: on/off for Auto, units each consumer warp decodes per stage (1, 2 or 4: a
+  // stage is 8× that many units of both tiles of a pair, 8–32 KB of 4-bit codes), ring depth
+  // (lowered until x and the ring fit), CTAs per SM.
+  // Measured on an H100 (docs/benchmarks.md): 2 units, 4 stages, 2 CTAs per SM was best or
+  // within 10% of the best on Llama-3-8B's shapes at M = 1 and 8, 4- and 8-bit.
+  bool bulk = true;
+  int bulk_units_per_warp = 2;
+  int bulk_stages = 4;
+  int bulk_ctas_per_sm = 2;
 };
 inline constexpr int64_t kWxA16GemvUnitSplits = 8;
 WxA16GemvTuning& wxa16_gemv_tuning();

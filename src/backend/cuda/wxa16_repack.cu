@@ -158,6 +158,8 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
     w.scales.upload(scales.data(), w.scales.bytes());
   }
   if (has_zeros) {
+    // Padded to 16 bytes: the bulk-copy GEMV copies 16-byte-aligned spans of zero rows.
+    zeros.resize((zeros.size() + 15) / 16 * 16, uint8_t(0));
     w.zeros.resize(zeros.size());
     w.zeros.upload(zeros.data(), zeros.size());
   }

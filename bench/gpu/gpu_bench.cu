@@ -137,6 +137,30 @@ std::vector<int64_t> parse_list(const char* text) {
   return out;
 }
 
+// A device copy of a repacked weight (the benchmarks rotate copies to defeat the L2 cache).
+WxA16Weight copy_of(const WxA16Weight& first) {
+  WxA16Weight copy;
+  copy.bits = first.bits;
+  copy.rows = first.rows;
+  copy.cols = first.cols;
+  copy.n_tiles = first.n_tiles;
+  copy.k_units = first.k_units;
+  copy.group_size = first.group_size;
+  copy.n_groups = first.n_groups;
+  copy.scale_type = first.scale_type;
+  copy.symmetric_zero = first.symmetric_zero;
+  copy.fp8 = first.fp8;
+  for (auto [dst, src] : {std::pair{&copy.codes, &first.codes},
+                          {&copy.scales, &first.scales},
+                          {&copy.zeros, &first.zeros}}) {
+    dst->resize(src->bytes());
+    if (src->bytes() > 0) {
+      NIBBLE_CUDA_CHECK(cudaMemcpy(dst->get(), src->get(), src->bytes(), cudaMemcpyDeviceToDevice));
+    }
+  }
+  return copy;
+}
+
 void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& ms,
                  const std::string& only, bool sweep) {
   const int64_t max_m = *std::max_element(ms.begin(), ms.end());
@@ -178,25 +202,7 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
     // Copies made on the device: a host repack per copy would dominate the run.
     std::vector<WxA16Weight> w;
     for (size_t c = 0; c < copies_for(first.stream_bytes()); ++c) {
-      WxA16Weight copy;
-      copy.bits = first.bits;
-      copy.rows = first.rows;
-      copy.cols = first.cols;
-      copy.n_tiles = first.n_tiles;
-      copy.k_units = first.k_units;
-      copy.group_size = first.group_size;
-      copy.n_groups = first.n_groups;
-      copy.scale_type = first.scale_type;
-      copy.symmetric_zero = first.symmetric_zero;
-      for (auto [dst, src] : {std::pair{&copy.codes, &first.codes},
-                              {&copy.scales, &first.scales},
-                              {&copy.zeros, &first.zeros}}) {
-        dst->resize(src->bytes());
-        if (src->bytes() > 0) {
-          NIBBLE_CUDA_CHECK(
-              cudaMemcpy(dst->get(), src->get(), src->bytes(), cudaMemcpyDeviceToDevice));
-        }
-      }
+      WxA16Weight copy = copy_of(first);
       w.push_back(std::move(copy));
     }
     WxA16Workspace ws;
@@ -287,6 +293,23 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
         NIBBLE_CUDA_CHECK(cudaMemcpy(copy.scales.get(), first.scales.get(), first.scales.bytes(),
                                      cudaMemcpyDeviceToDevice));
         w.push_back(std::move(copy));
+      }
+      if (rowwise) {
+        // The same codes on the bulk-copy GEMV (activation quantization inside the kernel).
+        const WxA16Weight bulk_first =
+            prepare_wxa16_weight(random_fp8_weight(n, k, rowwise, 13), "fp8 bulk");
+        std::vector<WxA16Weight> bulk;
+        for (size_t c = 0; c < copies_for(bulk_first.stream_bytes()); ++c) {
+          bulk.push_back(copy_of(bulk_first));
+        }
+        for (int64_t m : ms) {
+          if (!wxa16_bulk_gemv_supports(bulk_first, m)) continue;
+          const float us =
+              median_us([&](size_t c) { wxa16_bulk_gemv(bulk[c], x.get(), m, y.get(), nullptr); },
+                        bulk.size());
+          report("nibble_fp8_rowwise_with_act_quant", k, n, m, us, bulk_first.stream_bytes(),
+                 "bulk gemv (quantize inside)");
+        }
       }
       Fp8Workspace ws;
       for (int64_t m : ms) {

@@ -507,5 +507,103 @@ GPU_TEST(fp8_w8a8_matches_reference) {
   }
 }
 
+// FP8 W8A8 on the bulk-copy GEMV: e4m3 weights repacked into 8-bit units, activations quantized
+// per token while staged (the CPU twin's codes and scales), per-channel and per-tensor weight
+// scales; with the fused SiLU·mul input bit for bit against silu_mul + the plain call, and with
+// the fused RMSNorm input against a CPU twin of norm then quantization (a code may move by one
+// step where the norm's sum order moves x by one bf16 step: inside the bound).
+GPU_TEST(fp8_bulk_gemv_matches_reference) {
+  struct Case {
+    int64_t n, k;
+    bool per_channel;
+    std::vector<int64_t> ms;
+  };
+  const Case cases[] = {{1000, 4096, true, {1, 3, 8}}, {523, 1000, false, {1, 2}}};
+  for (const Case& c : cases) {
+    const auto wf = random_floats(size_t(c.n * c.k), 0.05f);
+    const QuantizedTensor t = reference_fp8(wf, c.n, c.k, c.per_channel);
+    const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(t, "test fp8 weight");
+    const std::vector<float> deq = quant::dequantize(t);
+    for (const int64_t m : c.ms) {
+      if (!cuda::wxa16_bulk_gemv_supports(w, m)) continue;
+      const size_t mk = size_t(m * c.k);
+      const auto quantized_matmul = [&](const std::vector<float>& xf) {
+        std::vector<uint8_t> codes;
+        std::vector<float> scales;
+        reference_per_token(xf, m, c.k, codes, scales);
+        std::vector<float> xq(mk);
+        for (size_t i = 0; i < mk; ++i) {
+          xq[i] = quant::decode_float_code(quant::ElemType::Fp8E4M3, codes[i]) *
+                  scales[i / size_t(c.k)];
+        }
+        return reference_matmul(xq, deq, m, c.n, c.k);
+      };
+      DeviceBuffer dy(size_t(m * c.n) * 2);
+      char what[160];
+      // Plain input.
+      const auto x = random_bf16(mk, 1.0f);
+      auto dx = to_device(x);
+      poison(dy);
+      cuda::wxa16_bulk_gemv(w, dx.get(), m, dy.get(), nullptr);
+      std::snprintf(what, sizeof(what), "fp8 bulk-gemv w:%s N=%lld K=%lld M=%lld",
+                    c.per_channel ? "channel" : "tensor", (long long)c.n, (long long)c.k,
+                    (long long)m);
+      expect_close(what, to_host<__nv_bfloat16>(dy, size_t(m * c.n)),
+                   quantized_matmul(to_floats(x)), 2 * kRel, kAccum);
+      // Fused RMSNorm (no delta), then quantization.
+      {
+        auto norm_weight = random_bf16(size_t(c.k), 0.5f);
+        for (auto& v : norm_weight) v = __float2bfloat16(1.0f + __bfloat162float(v));
+        std::vector<float> xn(mk);
+        for (int64_t r = 0; r < m; ++r) {
+          double sum = 0.0;
+          for (int64_t k = 0; k < c.k; ++k) {
+            const double v = __bfloat162float(x[size_t(r * c.k + k)]);
+            sum += v * v;
+          }
+          const float inv = float(1.0 / std::sqrt(sum / double(c.k) + 1e-5));
+          for (int64_t k = 0; k < c.k; ++k) {
+            const size_t i = size_t(r * c.k + k);
+            xn[i] = bf16_round(__bfloat162float(norm_weight[size_t(k)]) *
+                               bf16_round(__bfloat162float(x[i]) * inv));
+          }
+        }
+        auto d_weight = to_device(norm_weight);
+        cuda::WxA16Input input;
+        input.kind = cuda::WxA16Input::Kind::ResidualRmsNorm;
+        input.x = dx.get();
+        input.norm_weight = d_weight.get();
+        poison(dy);
+        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
+        std::snprintf(what, sizeof(what), "fp8 bulk-gemv rmsnorm-fused N=%lld K=%lld M=%lld",
+                      (long long)c.n, (long long)c.k, (long long)m);
+        expect_close(what, to_host<__nv_bfloat16>(dy, size_t(m * c.n)), quantized_matmul(xn),
+                     2 * kRel, kAccum);
+      }
+      // Fused SiLU·mul: the same bits as silu_mul, then the plain call.
+      {
+        const auto gate_up = random_bf16(2 * mk, 4.0f);
+        auto d_gate_up = to_device(gate_up);
+        DeviceBuffer d_act(mk * 2), dy_unfused(size_t(m * c.n) * 2);
+        for (int64_t r = 0; r < m; ++r) {
+          cuda::silu_mul(d_gate_up.get<__nv_bfloat16>() + r * 2 * c.k,
+                         d_act.get<__nv_bfloat16>() + r * c.k, c.k, nullptr);
+        }
+        cuda::wxa16_bulk_gemv(w, d_act.get(), m, dy_unfused.get(), nullptr);
+        cuda::WxA16Input input;
+        input.kind = cuda::WxA16Input::Kind::SiluMul;
+        input.x = d_gate_up.get();
+        poison(dy);
+        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
+        const auto fused = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
+        const auto unfused = to_host<__nv_bfloat16>(dy_unfused, size_t(m * c.n));
+        GPU_EXPECT(std::memcmp(fused.data(), unfused.data(), fused.size() * 2) == 0,
+                   "fp8 bulk-gemv silu-fused N=%lld K=%lld M=%lld differs from silu_mul + GEMV",
+                   (long long)c.n, (long long)c.k, (long long)m);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace nibble::gpu_test

@@ -17,7 +17,8 @@
 // dequantized to bf16 through the dense path (the reference the w4a16 kernels must match);
 // w8a16 is symmetric RTN int8 with one scale per output row (torchao's int8wo) on the W8A16
 // kernels; fp8 is e4m3 weights with one scale per output row and dynamic per-token e4m3
-// activations (nibble's --quantization fp8) through cuBLASLt.
+// activations (nibble's --quantization fp8): the bulk-copy GEMV on Hopper (which quantizes the
+// activations itself), cuBLASLt otherwise; both copies of the codes are held.
 //
 // Prints one JSON object: the generated tokens and timings (CUDA events; the first run is a
 // warm-up that also captures the graph; tokens/s = new tokens / the median run's time, prefill
@@ -303,6 +304,8 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
     const quant::QuantizedTensor q =
         quant::quantize_fp8_e4m3(values, w.rows, w.cols, quant::Fp8Granularity::PerChannel);
     w.fp8 = std::make_unique<Fp8Weight>(prepare_fp8_weight(q, parts[0]->name.c_str()));
+    // The same codes in the bulk-copy GEMV's layout for batch-1 steps (a second copy).
+    w.fp8_gemv = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
     return w;
   }
   if (o.scheme == "w8a16") {

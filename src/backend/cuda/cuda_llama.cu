@@ -123,6 +123,9 @@ void CudaLlama::reset() {
 void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* op) {
   if (w.quantized) {
     wxa16_linear(lt_, *w.quantized, x, 1, y, wxa16_workspace_, stream_);
+  } else if (const WxA16Weight* fp8 = bulk_weight(w);
+             fp8 != nullptr && wxa16_gemv_tuning().bulk && wxa16_bulk_gemv_supports(*fp8, 1)) {
+    wxa16_bulk_gemv(*fp8, x, 1, y, stream_);
   } else if (w.fp8) {
     fp8_linear(lt_, *w.fp8, x, 1, y, fp8_workspace_, Fp8Options{}, stream_);
   } else {
@@ -131,9 +134,14 @@ void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* 
   mark(op, w.weight_bytes());
 }
 
+const WxA16Weight* CudaLlama::bulk_weight(const CudaLinear& w) const {
+  return w.quantized ? w.quantized.get() : w.fp8_gemv.get();
+}
+
 bool CudaLlama::fusable(const CudaLinear& w) const {
-  return fuse_small_ops && w.quantized && wxa16_gemv_tuning().bulk &&
-         wxa16_bulk_gemv_fuses(*w.quantized, 1);
+  const WxA16Weight* bulk = bulk_weight(w);
+  return fuse_small_ops && bulk != nullptr && wxa16_gemv_tuning().bulk &&
+         wxa16_bulk_gemv_fuses(*bulk, 1);
 }
 
 void CudaLlama::norm_linear(void*& residual, const void* delta, const DeviceBuffer& norm_weight,
@@ -154,7 +162,7 @@ void CudaLlama::norm_linear(void*& residual, const void* delta, const DeviceBuff
   input.norm_weight = norm_weight.get();
   input.residual_out = delta != nullptr ? other : nullptr;
   input.eps = config_.rms_eps;
-  wxa16_bulk_gemv(*w.quantized, input, 1, y, stream_);
+  wxa16_bulk_gemv(*bulk_weight(w), input, 1, y, stream_);
   if (delta != nullptr) residual = other;
   mark(fused_op, w.weight_bytes() + norm_weight.bytes());
 }
@@ -256,7 +264,7 @@ void CudaLlama::run_step() {
       WxA16Input input;
       input.kind = WxA16Input::Kind::SiluMul;
       input.x = gate_up_.get();
-      wxa16_bulk_gemv(*layer.down.quantized, input, 1, proj_out_.get(), stream_);
+      wxa16_bulk_gemv(*bulk_weight(layer.down), input, 1, proj_out_.get(), stream_);
       mark("silu_mul+down", layer.down.weight_bytes());
     } else {
       silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_);

@@ -43,7 +43,10 @@ struct CudaLinear {
   int64_t cols = 0;
   DeviceBuffer dense;                      // bf16 [rows][cols] when not quantized
   std::unique_ptr<WxA16Weight> quantized;  // non-null for W4A16 / W8A16
-  std::unique_ptr<Fp8Weight> fp8;          // non-null for FP8 W8A8
+  std::unique_ptr<Fp8Weight> fp8;          // non-null for FP8 W8A8 (cuBLASLt)
+  // Optional second copy of FP8 codes in the bulk-copy GEMV's layout (wxa16_linear.h, `fp8`),
+  // used for the batch-1 step where that path runs.
+  std::unique_ptr<WxA16Weight> fp8_gemv;
 
   size_t weight_bytes() const {
     if (quantized) return quantized->stream_bytes();
@@ -116,6 +119,8 @@ class CudaLlama {
  private:
   void run_step();
   void linear(const CudaLinear& w, const void* x, void* y, const char* op);
+  // The weight the BulkGemv path would stream (quantized, or the fp8 copy); null when none.
+  const WxA16Weight* bulk_weight(const CudaLinear& w) const;
   bool fusable(const CudaLinear& w) const;
   // residual (+ delta) → RMSNorm → linear, fused when the linear takes it; `residual` becomes
   // the buffer that holds the updated residual.

@@ -312,7 +312,7 @@ bool wxa16_gemv_supports(const WxA16Weight& w, int64_t m) {
   // Groups narrower than a unit must split it into segments of at least two mma steps.
   const bool groups_fit =
       w.group_size >= w.unit_cols() || (w.group_size >= 32 && w.unit_cols() % w.group_size == 0);
-  return (w.bits == 4 || w.bits == 8) && groups_fit && m >= 1 && m <= kWxA16GemvMaxM &&
+  return !w.fp8 && (w.bits == 4 || w.bits == 8) && groups_fit && m >= 1 && m <= kWxA16GemvMaxM &&
          w.n_tiles * 8 < (int64_t(1) << 30) && w.padded_cols() < (int64_t(1) << 30) &&
          w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31);
 }

@@ -17,6 +17,7 @@
 // last chunk is done the eight warps add their partial sums through shared memory in warp order,
 // so results are bit-identical run to run.
 #include <cuda_bf16.h>
+#include <cuda_fp8.h>
 
 #include <algorithm>
 
@@ -124,6 +125,26 @@ __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;" ::"r"(kConsumerThreads) : "memory");
 }
 
+__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                              uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Two e4m3 codes (low byte first) as an f16 pair: exact, every e4m3 value is an f16.
+__device__ __forceinline__ uint32_t e4m3x2_to_f16x2(uint32_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(__nv_fp8x2_storage_t(two & 0xFFFFu), __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+// The e4m3 code of v (round to nearest even, saturating), as quantize_fp8_per_token computes it.
+__device__ __forceinline__ uint32_t to_e4m3(float v) {
+  return uint32_t(__nv_cvt_float_to_fp8(v, __NV_SATFINITE, __NV_E4M3));
+}
+
 __device__ __forceinline__ uint4 load_shared16(const unsigned char* p) {
   return *reinterpret_cast<const uint4*>(p);
 }
@@ -178,14 +199,16 @@ __device__ __forceinline__ uint4 pack8(const float (&v)[8]) {
   return out;
 }
 
-// Stages the GEMV input (WxA16Input) into xs; `scratch` holds kMaxM × 8 floats until the caller's
-// next consumers_sync().
-template <int kUnitCols>
-__device__ __forceinline__ void stage_input(const BulkParams& p, __nv_bfloat16* xs,
-                                            float* scratch) {
+// Stages the GEMV input (WxA16Input) into xs. With FP8 (e4m3 weights) the input is quantized per
+// row as quantize_fp8_per_token does (scale = max|x| / 448, codes e4m3(x / scale)) and staged as
+// the codes' f16 values; x_scale[r] gets the scales. `scratch` holds 2 × kMaxM × 8 floats until
+// the caller's next consumers_sync().
+template <int kUnitCols, bool FP8>
+__device__ __forceinline__ void stage_input(const BulkParams& p, __nv_bfloat16* xs, float* scratch,
+                                            float* x_scale) {
   const int cols = p.k_units * kUnitCols;
-  const int thread = threadIdx.x;
-  if (p.input_kind == kPlain) {
+  const int thread = threadIdx.x, warp = thread / 32, lane = thread % 32;
+  if (!FP8 && p.input_kind == kPlain) {
     stage_x_permuted<kUnitCols>(xs, p.x_stride, p.x, p.m, p.k, 0, cols, p.x_vector, thread,
                                 kConsumerThreads);
     return;
@@ -193,7 +216,6 @@ __device__ __forceinline__ void stage_input(const BulkParams& p, __nv_bfloat16* 
   if (p.input_kind == kResidualRmsNorm) {
     // Pass 1: h, its sum of squares per row (the first CTA also stores h).
     const int vectors = p.k / 8;
-    const int warp = thread / 32, lane = thread % 32;
     for (int r = 0; r < p.m; ++r) {
       float sum = 0.0f;
       for (int v = thread; v < vectors; v += kConsumerThreads) {
@@ -210,53 +232,104 @@ __device__ __forceinline__ void stage_input(const BulkParams& p, __nv_bfloat16* 
       if (lane == 0) scratch[r * kConsumerWarps + warp] = sum;
     }
     consumers_sync();
+  }
+  // Columns [k, k + 8) of row r of the input, as the bf16 values the unfused kernels produce.
+  const auto value8 = [&](int r, int k, float(&out)[8]) {
+    if (p.input_kind == kPlain) {
+      const uint4 raw = load8_bf16(p.x, r, k, p.k, p.x_vector);
+      const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 f = __bfloat1622float2(x2[j]);
+        out[2 * j] = f.x;
+        out[2 * j + 1] = f.y;
+      }
+      return;
+    }
+    if (k >= p.k) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) out[j] = 0.0f;
+      return;
+    }
+    if (p.input_kind == kResidualRmsNorm) {
+      float total = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kConsumerWarps; ++w) total += scratch[r * kConsumerWarps + w];
+      const float inv = rsqrtf(total / float(p.k) + p.eps);
+      float h[8];
+      residual8(p, r, k, h);
+      const uint4 wv = *reinterpret_cast<const uint4*>(p.norm_weight + k);
+      const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const float2 wf = __bfloat1622float2(w2[j]);
+        out[2 * j] = round_bf16(wf.x * round_bf16(h[2 * j] * inv));
+        out[2 * j + 1] = round_bf16(wf.y * round_bf16(h[2 * j + 1] * inv));
+      }
+      return;
+    }
+    // SiluMul: x is gate_up, rows of 2K.
+    const __nv_bfloat16* row = p.x + size_t(r) * 2 * p.k;
+    const uint4 gv = *reinterpret_cast<const uint4*>(row + k);
+    const uint4 uv = *reinterpret_cast<const uint4*>(row + p.k + k);
+    const auto* g2 = reinterpret_cast<const __nv_bfloat162*>(&gv);
+    const auto* u2 = reinterpret_cast<const __nv_bfloat162*>(&uv);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float2 g = __bfloat1622float2(g2[j]);
+      const float2 u = __bfloat1622float2(u2[j]);
+      out[2 * j] = round_bf16(round_bf16(g.x / (1.0f + expf(-g.x))) * u.x);
+      out[2 * j + 1] = round_bf16(round_bf16(g.y / (1.0f + expf(-g.y))) * u.y);
+    }
+  };
+  if constexpr (!FP8) {
     stage_permuted<kUnitCols>(xs, p.x_stride, p.m, 0, cols, thread, kConsumerThreads,
                               [&](int r, int k) {
-                                if (k >= p.k) return make_uint4(0, 0, 0, 0);
-                                float total = 0.0f;
-#pragma unroll
-                                for (int w = 0; w < kConsumerWarps; ++w) {
-                                  total += scratch[r * kConsumerWarps + w];
-                                }
-                                const float inv = rsqrtf(total / float(p.k) + p.eps);
-                                float h[8];
-                                residual8(p, r, k, h);
-                                const uint4 wv = *reinterpret_cast<const uint4*>(p.norm_weight + k);
-                                const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
-                                float out[8];
-#pragma unroll
-                                for (int j = 0; j < 4; ++j) {
-                                  const float2 wf = __bfloat1622float2(w2[j]);
-                                  out[2 * j] = wf.x * round_bf16(h[2 * j] * inv);
-                                  out[2 * j + 1] = wf.y * round_bf16(h[2 * j + 1] * inv);
-                                }
-                                return pack8(out);
+                                float v[8];
+                                value8(r, k, v);
+                                return pack8(v);
                               });
-    return;
-  }
-  // SiluMul: x is gate_up, rows of 2K.
-  stage_permuted<kUnitCols>(xs, p.x_stride, p.m, 0, cols, thread, kConsumerThreads,
-                            [&](int r, int k) {
-                              if (k >= p.k) return make_uint4(0, 0, 0, 0);
-                              const __nv_bfloat16* row = p.x + size_t(r) * 2 * p.k;
-                              const uint4 gv = *reinterpret_cast<const uint4*>(row + k);
-                              const uint4 uv = *reinterpret_cast<const uint4*>(row + p.k + k);
-                              const auto* g2 = reinterpret_cast<const __nv_bfloat162*>(&gv);
-                              const auto* u2 = reinterpret_cast<const __nv_bfloat162*>(&uv);
-                              float out[8];
+  } else {
+    float* amax_of = scratch + kMaxM * kConsumerWarps;
+    for (int r = 0; r < p.m; ++r) {
+      float amax = 0.0f;
+      for (int v = thread; v < cols / 8; v += kConsumerThreads) {
+        float vals[8];
+        value8(r, v * 8, vals);
 #pragma unroll
-                              for (int j = 0; j < 4; ++j) {
-                                const float2 g = __bfloat1622float2(g2[j]);
-                                const float2 u = __bfloat1622float2(u2[j]);
-                                out[2 * j] = round_bf16(g.x / (1.0f + expf(-g.x))) * u.x;
-                                out[2 * j + 1] = round_bf16(g.y / (1.0f + expf(-g.y))) * u.y;
-                              }
-                              return pack8(out);
-                            });
+        for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(vals[j]));
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+      if (lane == 0) amax_of[r * kConsumerWarps + warp] = amax;
+    }
+    consumers_sync();
+    const auto scale_of = [&](int r) {
+      float amax = 0.0f;
+#pragma unroll
+      for (int w = 0; w < kConsumerWarps; ++w) amax = fmaxf(amax, amax_of[r * kConsumerWarps + w]);
+      return amax > 0.0f ? amax / 448.0f : 1.0f;
+    };
+    if (thread < p.m) x_scale[thread] = scale_of(thread);
+    stage_permuted<kUnitCols>(
+        xs, p.x_stride, p.m, 0, cols, thread, kConsumerThreads, [&](int r, int k) {
+          float v[8];
+          value8(r, k, v);
+          const float scale = scale_of(r);
+          uint32_t words[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            words[j] =
+                e4m3x2_to_f16x2(to_e4m3(v[2 * j] / scale) | (to_e4m3(v[2 * j + 1] / scale) << 8));
+          }
+          return make_uint4(words[0], words[1], words[2], words[3]);
+        });
+  }
 }
 
-template <int BITS, int SPG, int UPW>
+template <int BITS, bool FP8, int SPG, int UPW>
 __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams p) {
+  static_assert(!FP8 || (BITS == 8 && SPG == 4), "e4m3 codes: 8-bit units, one group per unit");
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   constexpr int kUnitCols = kUnitColsOf<BITS>;
   constexpr int STEPS = kUnitCols / 16;
@@ -267,6 +340,7 @@ __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams
   unsigned char* ring = smem + p.ring_offset;
   auto* reduce = reinterpret_cast<float*>(smem + p.reduce_offset);
   auto* full = reinterpret_cast<uint64_t*>(smem + p.barrier_offset);
+  __shared__ float x_scale[kMaxM];
   uint64_t* empty = full + p.stages;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -338,7 +412,7 @@ __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams
 
   // Consumers: stage all of x once (every pair uses all of it).
   wait_for_prerequisite_grid();
-  stage_input<kUnitCols>(p, xs, reduce);
+  stage_input<kUnitCols, FP8>(p, xs, reduce, x_scale);
   consumers_sync();
   allow_dependent_launch();
 
@@ -380,21 +454,34 @@ __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams
           const int row = group_of<SEGS>(p, u0 + iu, seg) - g_first;
           const float sa = live ? load_scale(scales_a, p.scale_type, row * 8 + g) : 0.0f;
           const float sb = live ? load_scale(scales_b, p.scale_type, row * 8 + g) : 0.0f;
-          const int z_a =
-              p.zeros != nullptr ? zeros_a[zero_skip_a + row * 8 + g] : p.symmetric_zero;
-          const int z_b =
-              p.zeros != nullptr ? zeros_b[zero_skip_b + row * 8 + g] : p.symmetric_zero;
-          const uint32_t za = zero_word<BITS>(z_a), zb = zero_word<BITS>(z_b);
           float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-          static_for<SPG>([&](auto step_constant) {
-            constexpr int S = seg * SPG + decltype(step_constant)::value;
-            uint32_t a[4];
-            b_fragment<BITS, S>(qa, za, a[0], a[2]);
-            b_fragment<BITS, S>(qb, zb, a[1], a[3]);
-            const uint4& chunk_x = xf[S / 2];
-            mma_bf16_16816(part, a, S % 2 == 0 ? chunk_x.x : chunk_x.z,
-                           S % 2 == 0 ? chunk_x.y : chunk_x.w);
-          });
+          if constexpr (FP8) {
+            // e4m3 weights × e4m3 activations, both exact in f16.
+            static_for<SPG>([&](auto step_constant) {
+              constexpr int S = seg * SPG + decltype(step_constant)::value;
+              const uint32_t wa = word_of<S>(qa), wb = word_of<S>(qb);
+              const uint32_t a[4] = {e4m3x2_to_f16x2(wa), e4m3x2_to_f16x2(wb),
+                                     e4m3x2_to_f16x2(wa >> 16), e4m3x2_to_f16x2(wb >> 16)};
+              const uint4& chunk_x = xf[S / 2];
+              mma_f16_16816(part, a, S % 2 == 0 ? chunk_x.x : chunk_x.z,
+                            S % 2 == 0 ? chunk_x.y : chunk_x.w);
+            });
+          } else {
+            const int z_a =
+                p.zeros != nullptr ? zeros_a[zero_skip_a + row * 8 + g] : p.symmetric_zero;
+            const int z_b =
+                p.zeros != nullptr ? zeros_b[zero_skip_b + row * 8 + g] : p.symmetric_zero;
+            const uint32_t za = zero_word<BITS>(z_a), zb = zero_word<BITS>(z_b);
+            static_for<SPG>([&](auto step_constant) {
+              constexpr int S = seg * SPG + decltype(step_constant)::value;
+              uint32_t a[4];
+              b_fragment<BITS, S>(qa, za, a[0], a[2]);
+              b_fragment<BITS, S>(qb, zb, a[1], a[3]);
+              const uint4& chunk_x = xf[S / 2];
+              mma_bf16_16816(part, a, S % 2 == 0 ? chunk_x.x : chunk_x.z,
+                             S % 2 == 0 ? chunk_x.y : chunk_x.w);
+            });
+          }
           acc[0] += part[0] * sa;
           acc[1] += part[1] * sa;
           acc[2] += part[2] * sb;
@@ -431,7 +518,8 @@ __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams
         const int tile = tile_a + (e < 2 ? 0 : 1);
         const int col = tile * 8 + g;
         if (batch_row < p.m && tile < p.n_tiles && col < p.n) {
-          p.y[size_t(batch_row) * p.n + col] = __float2bfloat16(sum[e]);
+          const float value = FP8 ? sum[e] * x_scale[batch_row] : sum[e];
+          p.y[size_t(batch_row) * p.n + col] = __float2bfloat16(value);
         }
       }
     }
@@ -507,13 +595,17 @@ BulkPlan plan_for(const WxA16Weight& w, int64_t m) {
   return plan;
 }
 
-template <int BITS, int SPG, int UPW>
+template <int BITS, bool FP8, int SPG, int UPW>
 void launch(const BulkParams& p, int ctas, int smem, cudaStream_t stream) {
-  auto* kernel = wxa16_bulk_gemv_kernel<BITS, SPG, UPW>;
+  auto* kernel = wxa16_bulk_gemv_kernel<BITS, FP8, SPG, UPW>;
   static bool configured = false;
   if (!configured) {
-    NIBBLE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           device_limits().max_smem));
+    // Static shared memory (the fp8 variant's scales) counts against the same opt-in limit.
+    cudaFuncAttributes attributes{};
+    NIBBLE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
+    NIBBLE_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             device_limits().max_smem - int(attributes.sharedSizeBytes)));
     configured = true;
   }
   cudaLaunchAttribute attribute[1];
@@ -529,11 +621,11 @@ void launch(const BulkParams& p, int ctas, int smem, cudaStream_t stream) {
   NIBBLE_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, p));
 }
 
-template <int BITS, int SPG>
+template <int BITS, int SPG, bool FP8 = false>
 void launch_for_width(const BulkParams& p, int upw, int ctas, int smem, cudaStream_t stream) {
-  if (upw == 1) return launch<BITS, SPG, 1>(p, ctas, smem, stream);
-  if (upw == 4) return launch<BITS, SPG, 4>(p, ctas, smem, stream);
-  launch<BITS, SPG, 2>(p, ctas, smem, stream);
+  if (upw == 1) return launch<BITS, FP8, SPG, 1>(p, ctas, smem, stream);
+  if (upw == 4) return launch<BITS, FP8, SPG, 4>(p, ctas, smem, stream);
+  launch<BITS, FP8, SPG, 2>(p, ctas, smem, stream);
 }
 
 }  // namespace
@@ -542,9 +634,12 @@ bool wxa16_bulk_gemv_supports(const WxA16Weight& w, int64_t m) {
   const int upw = wxa16_gemv_tuning().bulk_units_per_warp;
   const bool groups_fit =
       w.group_size >= w.unit_cols() || (w.group_size >= 32 && w.unit_cols() % w.group_size == 0);
-  return device_limits().major >= 9 && (w.bits == 4 || w.bits == 8) && groups_fit && m >= 1 &&
-         m <= kMaxM && (upw == 1 || upw == 2 || upw == 4) && w.n_tiles < (int64_t(1) << 30) &&
-         w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31) && plan_for(w, m).stages > 0;
+  // e4m3 codes: no zeros, groups spanning whole units (one f16 conversion path).
+  const bool fp8_fits = !w.fp8 || (w.bits == 8 && w.zeros.bytes() == 0 && w.group_size >= 64);
+  return device_limits().major >= 9 && (w.bits == 4 || w.bits == 8) && groups_fit && fp8_fits &&
+         m >= 1 && m <= kMaxM && (upw == 1 || upw == 2 || upw == 4) &&
+         w.n_tiles < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31) &&
+         plan_for(w, m).stages > 0;
 }
 
 bool wxa16_bulk_gemv_fuses(const WxA16Weight& w, int64_t m) {
@@ -615,6 +710,7 @@ void wxa16_bulk_gemv(const WxA16Weight& w, const WxA16Input& input, int64_t m, v
       p.pairs, int64_t(device_limits().sm_count) * wxa16_gemv_tuning().bulk_ctas_per_sm));
   const int spg = int(std::min<int64_t>(w.unit_cols(), w.group_size) / 16);
   const int upw = plan.units_per_warp;
+  if (w.fp8) return launch_for_width<8, 4, true>(p, upw, ctas, plan.smem, stream);
   if (w.bits == 8) {
     if (spg == 2) return launch_for_width<8, 2>(p, upw, ctas, plan.smem, stream);
     return launch_for_width<8, 4>(p, upw, ctas, plan.smem, stream);

@@ -448,6 +448,7 @@ void stream_pass(const WxA16Weight& w, const __nv_bfloat16* x, int m, __nv_bfloa
 }  // namespace
 
 void wxa16_dequantize(const WxA16Weight& w, void* out, cudaStream_t stream) {
+  NIBBLE_CHECK(!w.fp8, "wxa16_dequantize: fp8 codes (the BulkGemv path's layout only)");
   const int64_t units = w.n_tiles * w.k_units;
   const unsigned blocks = unsigned((units + 7) / 8);
   const uint8_t* zeros = w.zeros.bytes() > 0 ? w.zeros.get<const uint8_t>() : nullptr;
@@ -474,6 +475,11 @@ void wxa16_linear(LtGemm& lt, const WxA16Weight& w, const void* x, int64_t m, vo
                                                                       : WxA16Path::DequantGemm;
   }
   if (path == WxA16Path::BulkGemv) return wxa16_bulk_gemv(w, x, m, y, stream);
+  NIBBLE_CHECK(
+      !w.fp8,
+      "wxa16_linear: fp8 codes run only on the BulkGemv path (sm_90, M <= 8; here M = {}); "
+      "use fp8_linear",
+      m);
   if (path == WxA16Path::Gemv) return w4a16_gemv(w, x, m, y, ws, stream);
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   auto* yb = static_cast<__nv_bfloat16*>(y);

@@ -48,9 +48,12 @@ struct WxA16Weight {
   int64_t n_groups = 0;    // scale columns per row, padded columns' groups included (scale 0)
   WxA16ScaleType scale_type = WxA16ScaleType::F32;
   int symmetric_zero = 0;  // the zero of every group when `zeros` is empty (8 / 128 / 0)
-  DeviceBuffer codes;      // [n_tiles][k_units][32 lanes][16 bytes]
-  DeviceBuffer scales;     // [n_tiles][n_groups][8] of scale_type (0 for padding rows)
-  DeviceBuffer zeros;      // [n_tiles][n_groups][8] uint8, empty when symmetric
+  // Codes are fp8 e4m3 bytes (bits 8, no zeros): FP8 W8A8, run only by the BulkGemv path, which
+  // quantizes the activations per token as quantize_fp8_per_token does (fp8_linear.h).
+  bool fp8 = false;
+  DeviceBuffer codes;   // [n_tiles][k_units][32 lanes][16 bytes]
+  DeviceBuffer scales;  // [n_tiles][n_groups][8] of scale_type (0 for padding rows)
+  DeviceBuffer zeros;   // [n_tiles][n_groups][8] uint8, empty when symmetric
 
   int unit_cols() const { return bits == 4 ? 128 : 64; }
   int64_t padded_cols() const { return k_units * unit_cols(); }
@@ -58,7 +61,8 @@ struct WxA16Weight {
   size_t stream_bytes() const { return codes.bytes() + scales.bytes() + zeros.bytes(); }
 };
 
-// Repacks a QuantizedTensor with elem Int4/UInt4/Int8/UInt8, one scale per row per group
+// Repacks a QuantizedTensor with elem Int4/UInt4/Int8/UInt8 (or Fp8E4M3, see `fp8`), one scale per
+// row per group
 // (group size a multiple of 16 that divides or is a multiple of KU, or per-channel), integer or
 // no zeros, no act-order. Anything else is an Error naming `what`.
 WxA16Weight prepare_wxa16_weight(const quant::QuantizedTensor& weight, const char* what);

@@ -43,9 +43,10 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
     case ElemType::UInt4: w.bits = 4; break;
     case ElemType::Int8: w.bits = 8, is_signed = true; break;
     case ElemType::UInt8: w.bits = 8; break;
+    case ElemType::Fp8E4M3: w.bits = 8, w.fp8 = true; break;
     default:
-      fail("{}: the CUDA weight-only kernel takes int4/uint4/int8/uint8 codes, not {}", what,
-           quant::elem_name(t.elem));
+      fail("{}: the CUDA weight-only kernel takes int4/uint4/int8/uint8/fp8_e4m3 codes, not {}",
+           what, quant::elem_name(t.elem));
   }
   NIBBLE_CHECK(t.g_idx.empty(),
                "{}: act-order (g_idx) weights are not supported by the CUDA W{}A16 kernel yet",
@@ -74,6 +75,8 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
     w.n_groups = std::max(t.scale_cols, w.padded_cols() / g);
   }
   w.symmetric_zero = is_signed ? 1 << (w.bits - 1) : 0;
+  NIBBLE_CHECK(!w.fp8 || t.zero_kind == quant::ZeroKind::None, "{}: fp8 codes with zero points",
+               what);
 
   // Codes: lane L of a unit holds row n = 8·tile + L/4 and, with t = L % 4, for mma step s (16
   // columns) the B fragment columns 2t, 2t+1 (register b0) and 2t+8, 2t+9 (register b1).

@@ -297,6 +297,26 @@ TEST(QuantKernels, A8PerGroupActivationScalesAgainstReference) {
   }
 }
 
+// Q8_0-style codes (S8, groups of 32, no mins) have their own a8 tile, which takes the groups'
+// scales eight at a time: K of exactly eight groups, and eleven (eight plus a partial block).
+TEST(QuantKernels, A8Q8StyleCodesInBlocksOfEightGroups) {
+  const auto tables = simd_tables();
+  if (tables.empty()) GTEST_SKIP() << "no SIMD ISA on this CPU: only the scalar reference exists";
+  for (const KernelTable* t : tables) {
+    for (int64_t k : {256, 352}) {
+      for (bool f16 : {false, true}) {
+        for (bool per_group_x : {false, true}) {
+          for (int64_t m : {1, 2, 3, 5}) {
+            Problem p(QuantCodes::S8, m, 11, k, 32, false, f16);
+            p.per_group_x = per_group_x;
+            check_problem(*t, p, true);
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(QuantKernels, A8ExtremeCodesDoNotSaturate) {
   // |w| = 128 against |x| = 127 is the largest pair maddubs sums in s16 (2 * 128 * 127 < 2^15).
   const auto tables = simd_tables();

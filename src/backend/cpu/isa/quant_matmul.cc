@@ -9,6 +9,7 @@
 //    Dot products accumulate exactly in s32 over a group and are scaled once per group.
 // Each output is one accumulator chain over K followed by a fixed horizontal sum, whatever
 // the tile, so results do not depend on the batch size.
+#include "backend/cpu/isa/quant_tiles.h"
 #include "backend/cpu/isa/simd.h"
 #include "backend/cpu/kernel_table.h"
 
@@ -156,17 +157,6 @@ inline void decode_values(const uint8_t* c, Vf (&v)[kSub]) {
   }
 }
 #endif
-
-// The next tile's rows follow this tile's in memory; at K = 2048 a 1 x 4 decode tile is exactly
-// one 4 KiB page, and the hardware prefetchers do not cross pages, so every tile would start
-// with a full DRAM miss on each row. One software prefetch per 64 code bytes consumed, of the
-// same position one tile ahead, keeps the stream a tile (NR rows) in front of the loads.
-template <int64_t kBytes, int NR>
-inline void prefetch_next_tile(const uint8_t* codes, int64_t row_bytes, int64_t c, int j) {
-  if ((c * kBytes) % 64 == 0)
-    _mm_prefetch(reinterpret_cast<const char*>(codes + (NR + j) * row_bytes + c * kBytes),
-                 _MM_HINT_T0);
-}
 
 // 16-element groups (Q2_K, Q3_K, Q6_K, NVFP4): the two halves of a chunk have their own scale,
 // so each decoded vector is scaled before the FMA.
@@ -326,29 +316,6 @@ inline __m256i load_nibbles(const uint8_t* c) {
   return _mm256_and_si256(_mm256_srlv_epi32(both, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
                           _mm256_set1_epi8(0x0F));
 }
-
-// acc + sum over groups of 4 bytes of u8(a) * s8(b), into 8 s32 lanes.
-inline __m256i dot_u8s8(__m256i acc, __m256i a, __m256i b) {
-#if defined(NIBBLE_ISA_avx512)
-  return _mm256_dpbusd_epi32(acc, a, b);
-#else
-  // |w| <= 128 and |x| <= 127, so a pair of products never saturates the s16 sum.
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1)));
-#endif
-}
-
-inline float hsum256(__m256 s) {
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
-
-#if defined(NIBBLE_ISA_avx512)
-constexpr bool kVnni = true;  // vpdpbusd on 256-bit vectors (AVX-512 VNNI + VL)
-#else
-constexpr bool kVnni = false;
-#endif
 
 // The activation scale of row `row`, group g, broadcast: per group when the caller quantized x
 // per weight group (x_group_scale), else 1 (the per-row x_scale applies once, at the end).
@@ -699,20 +666,6 @@ void a8_tile_n64(const QuantMatmulArgs& a, int64_t m, int64_t n) {
 
 // ---- drivers ----
 
-using TileFn = void (*)(const QuantMatmulArgs& a, int64_t m, int64_t n);
-
-struct Tiles {
-  TileFn gemv_wide;  // 1 x kGemvRows
-  TileFn gemv_one;   // 1 x 1
-  TileFn full;       // kTileM x kTileN
-  TileFn rows_one;   // kTileM x 1
-  TileFn tail;       // 1 x kTileN
-};
-
-constexpr int kGemvRows = 4;
-constexpr int kTileM = 2;
-constexpr int kTileN = 2;
-
 template <QuantCodes E, bool kMin>
 Tiles n64_tiles() {
   return {a8_tile_n64<E, kMin, 1, kGemvRows>, a8_tile_n64<E, kMin, 1, 1>,
@@ -736,26 +689,6 @@ Tiles make_tiles() {
 template <bool kA8, QuantCodes E>
 Tiles tiles_for_min(bool mins) {
   return mins ? make_tiles<kA8, E, true>() : make_tiles<kA8, E, false>();
-}
-
-void run_tiles(const Tiles& t, const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.m_rows == 1) {
-    int64_t n = n_begin;
-    for (; n + kGemvRows <= n_end; n += kGemvRows) t.gemv_wide(a, 0, n);
-    for (; n < n_end; ++n) t.gemv_one(a, 0, n);
-    return;
-  }
-  int64_t n = n_begin;
-  for (; n + kTileN <= n_end; n += kTileN) {
-    int64_t m = 0;
-    for (; m + kTileM <= a.m_rows; m += kTileM) t.full(a, m, n);
-    for (; m < a.m_rows; ++m) t.tail(a, m, n);
-  }
-  for (; n < n_end; ++n) {
-    int64_t m = 0;
-    for (; m + kTileM <= a.m_rows; m += kTileM) t.rows_one(a, m, n);
-    for (; m < a.m_rows; ++m) t.gemv_one(a, m, n);
-  }
 }
 
 }  // namespace
@@ -787,6 +720,9 @@ void quant_matmul_a8(const QuantMatmulArgs& a, int64_t n_begin, int64_t n_end) {
     }
     run_tiles(t, a, n_begin, n_end);
     return;
+  }
+  if (a.codes_kind == QuantCodes::S8 && a.group_size == 32 && !mins) {
+    return quant_matmul_a8_s8_g32(a, n_begin, n_end);
   }
   switch (a.codes_kind) {
     case QuantCodes::U4Sym: t = tiles_for_min<true, QuantCodes::U4Sym>(mins); break;

@@ -275,7 +275,7 @@ void CudaLlama::run_step() {
   norm_linear(residual, proj_out_.get(), final_norm, lm_head, logits_.get(), "final_norm",
               "lm_head", "final_norm+lm_head");
   argmax_and_advance(logits_.get(), c.vocab, token_.get<int32_t>(), history_.get<int32_t>(),
-                     position_dev_.get<int32_t>(), stream_);
+                     position_dev_.get<int32_t>(), argmax_scratch_, stream_);
   mark("argmax");
 }
 

@@ -143,7 +143,7 @@ class CudaLlama {
   Fp8Workspace fp8_workspace_;
   PagedAttentionWorkspace attention_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
-  DeviceBuffer block_table_, seq_len_, position_dev_, token_, history_, inv_freq_;
+  DeviceBuffer block_table_, seq_len_, position_dev_, token_, history_, inv_freq_, argmax_scratch_;
   // hidden_ and hidden_alt_ take turns holding the residual stream: a fused norm reads one and
   // writes the other (every CTA of the kernel still reads the old values).
   DeviceBuffer hidden_, hidden_alt_, normed_, qkv_, attn_out_, proj_out_, gate_up_, act_, logits_;

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "backend/cuda/device_buffer.h"
+
 namespace nibble::cuda {
 
 // out[hidden] = table[*token][hidden] (bf16 rows).
@@ -46,8 +48,10 @@ void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream);
 
 // Greedy pick over bf16 logits (the first index of the maximum, as torch.argmax): writes it to
 // *token and history[*position], then advances *position by one (the end of a decode step).
+// Split over up to 64 CTAs; `scratch` (grown on first use, so not while a graph is captured)
+// holds their picks and a counter.
 void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* history,
-                        int32_t* position, cudaStream_t stream);
+                        int32_t* position, DeviceBuffer& scratch, cudaStream_t stream);
 
 // Keeps the GPU busy for `nanoseconds` (diagnostics: lets the host queue work ahead of it).
 void gpu_spin(int64_t nanoseconds, cudaStream_t stream);

@@ -299,6 +299,35 @@ GPU_TEST(wxa16_bulk_gemv_variants_match_reference) {
   tuning = saved;
 }
 
+// The bulk-copy GEMV of a fused SiLU·mul input gives the same bits as silu_mul followed by the
+// plain call (the same f32 operations in the same order).
+void expect_silu_fusion_exact(const cuda::WxA16Weight& w, int64_t m, const char* label) {
+  const int64_t k = w.cols, n = w.rows;
+  const auto gate_up = random_bf16(size_t(2 * m * k), 4.0f);
+  auto d_gate_up = to_device(gate_up);
+  DeviceBuffer d_act(size_t(m * k) * 2), dy(size_t(m * n) * 2), dy_unfused(size_t(m * n) * 2);
+  for (int64_t r = 0; r < m; ++r) {
+    cuda::silu_mul(d_gate_up.get<__nv_bfloat16>() + r * 2 * k, d_act.get<__nv_bfloat16>() + r * k,
+                   k, nullptr);
+  }
+  cuda::wxa16_bulk_gemv(w, d_act.get(), m, dy_unfused.get(), nullptr);
+  poison(dy);
+  cuda::WxA16Input input;
+  input.kind = cuda::WxA16Input::Kind::SiluMul;
+  input.x = d_gate_up.get();
+  cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
+  const auto fused = to_host<__nv_bfloat16>(dy, size_t(m * n));
+  const auto unfused = to_host<__nv_bfloat16>(dy_unfused, size_t(m * n));
+  size_t differing = 0;
+  for (size_t i = 0; i < fused.size(); ++i) {
+    differing += std::memcmp(&fused[i], &unfused[i], sizeof(fused[i])) != 0 ? 1 : 0;
+  }
+  GPU_EXPECT(differing == 0,
+             "%s W%d bulk-gemv silu-fused N=%lld K=%lld M=%lld: %zu of %zu outputs differ from "
+             "silu_mul + GEMV",
+             label, w.bits, (long long)n, (long long)k, (long long)m, differing, fused.size());
+}
+
 // The decode fusions of the bulk-copy GEMV: residual add + RMSNorm and SiLU·mul computed while x
 // is staged. RMSNorm against a CPU twin of its roundings (the sum of squares in f64, so the
 // GPU's own order and rsqrtf may move a few x by one bf16 step: inside the matmul bound), the
@@ -364,31 +393,7 @@ GPU_TEST(wxa16_bulk_gemv_fused_inputs) {
                    wrong, mk);
       }
       // SiLU·mul.
-      {
-        const auto gate_up = random_bf16(2 * mk, 4.0f);
-        auto d_gate_up = to_device(gate_up);
-        DeviceBuffer d_act(mk * 2), dy_unfused(size_t(m * c.n) * 2);
-        for (int64_t r = 0; r < m; ++r) {
-          cuda::silu_mul(d_gate_up.get<__nv_bfloat16>() + r * 2 * c.k,
-                         d_act.get<__nv_bfloat16>() + r * c.k, c.k, nullptr);
-        }
-        cuda::wxa16_bulk_gemv(w, d_act.get(), m, dy_unfused.get(), nullptr);
-        poison(dy);
-        cuda::WxA16Input input;
-        input.kind = cuda::WxA16Input::Kind::SiluMul;
-        input.x = d_gate_up.get();
-        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
-        const auto fused = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
-        const auto unfused = to_host<__nv_bfloat16>(dy_unfused, size_t(m * c.n));
-        size_t differing = 0;
-        for (size_t i = 0; i < fused.size(); ++i) {
-          differing += std::memcmp(&fused[i], &unfused[i], sizeof(fused[i])) != 0 ? 1 : 0;
-        }
-        GPU_EXPECT(differing == 0,
-                   "W%dA16 bulk-gemv silu-fused N=%lld K=%lld M=%lld: %zu of %zu outputs differ "
-                   "from silu_mul + GEMV",
-                   c.bits, (long long)c.n, (long long)c.k, (long long)m, differing, fused.size());
-      }
+      expect_silu_fusion_exact(w, m, "int");
     }
   }
 }
@@ -581,26 +586,7 @@ GPU_TEST(fp8_bulk_gemv_matches_reference) {
                      2 * kRel, kAccum);
       }
       // Fused SiLU·mul: the same bits as silu_mul, then the plain call.
-      {
-        const auto gate_up = random_bf16(2 * mk, 4.0f);
-        auto d_gate_up = to_device(gate_up);
-        DeviceBuffer d_act(mk * 2), dy_unfused(size_t(m * c.n) * 2);
-        for (int64_t r = 0; r < m; ++r) {
-          cuda::silu_mul(d_gate_up.get<__nv_bfloat16>() + r * 2 * c.k,
-                         d_act.get<__nv_bfloat16>() + r * c.k, c.k, nullptr);
-        }
-        cuda::wxa16_bulk_gemv(w, d_act.get(), m, dy_unfused.get(), nullptr);
-        cuda::WxA16Input input;
-        input.kind = cuda::WxA16Input::Kind::SiluMul;
-        input.x = d_gate_up.get();
-        poison(dy);
-        cuda::wxa16_bulk_gemv(w, input, m, dy.get(), nullptr);
-        const auto fused = to_host<__nv_bfloat16>(dy, size_t(m * c.n));
-        const auto unfused = to_host<__nv_bfloat16>(dy_unfused, size_t(m * c.n));
-        GPU_EXPECT(std::memcmp(fused.data(), unfused.data(), fused.size() * 2) == 0,
-                   "fp8 bulk-gemv silu-fused N=%lld K=%lld M=%lld differs from silu_mul + GEMV",
-                   (long long)c.n, (long long)c.k, (long long)m);
-      }
+      expect_silu_fusion_exact(w, m, "fp8");
     }
   }
 }

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "backend/cuda/device_properties.h"
 #include "backend/cuda/paged_attention.h"
 #include "backend/cuda/programmatic_launch.cuh"
 
@@ -192,15 +193,7 @@ __global__ void paged_attention_merge_kernel(KernelArgs a, int d) {
   }
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, value = 0;
-    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
-    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    return value;
-  }();
-  return count;
-}
+int sm_count() { return device_properties().sm_count; }
 
 }  // namespace
 

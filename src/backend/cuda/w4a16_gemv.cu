@@ -20,6 +20,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/device_properties.h"
 #include "backend/cuda/programmatic_launch.cuh"
 #include "backend/cuda/wxa16_device.cuh"
 #include "backend/cuda/wxa16_linear.h"
@@ -252,25 +253,9 @@ __global__ void __launch_bounds__(kThreads) wxa16_gemv_kernel(GemvParams p) {
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, value = 0;
-    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
-    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    return value;
-  }();
-  return count;
-}
+int sm_count() { return device_properties().sm_count; }
 
-bool programmatic_launch_supported() {
-  static const bool supported = [] {
-    int device = 0, major = 0;
-    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
-    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    return major >= 9;
-  }();
-  return supported;
-}
+bool programmatic_launch_supported() { return device_properties().major >= 9; }
 
 template <int BITS, int MB, int BATCH, int SPG>
 void launch(const GemvParams& p, dim3 grid, int smem, cudaStream_t stream) {

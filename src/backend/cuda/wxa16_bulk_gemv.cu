@@ -21,6 +21,7 @@
 
 #include <algorithm>
 
+#include "backend/cuda/device_properties.h"
 #include "backend/cuda/programmatic_launch.cuh"
 #include "backend/cuda/wxa16_device.cuh"
 #include "backend/cuda/wxa16_linear.h"
@@ -123,15 +124,6 @@ __device__ __forceinline__ void bulk_copy(void* dst, const void* src, uint32_t b
 // Named barrier 1: the consumer warps only (the producer warp may have left).
 __device__ __forceinline__ void consumers_sync() {
   asm volatile("bar.sync 1, %0;" ::"r"(kConsumerThreads) : "memory");
-}
-
-__device__ __forceinline__ void mma_f16_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                              uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Two e4m3 codes (low byte first) as an f16 pair: exact, every e4m3 value is an f16.
@@ -527,28 +519,6 @@ __global__ void __launch_bounds__(kThreads, 1) wxa16_bulk_gemv_kernel(BulkParams
 #endif
 }
 
-int device_attribute(cudaDeviceAttr attribute) {
-  int device = 0, value = 0;
-  NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
-  NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device));
-  return value;
-}
-
-struct DeviceLimits {
-  int sm_count;
-  int major;
-  int max_smem;         // per CTA, opted in
-  int max_smem_per_sm;  // what the CTAs of an SM share
-};
-
-const DeviceLimits& device_limits() {
-  static const DeviceLimits limits{device_attribute(cudaDevAttrMultiProcessorCount),
-                                   device_attribute(cudaDevAttrComputeCapabilityMajor),
-                                   device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin),
-                                   device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor)};
-  return limits;
-}
-
 // Shared-memory plan of one launch; stages == 0 when it does not fit.
 struct BulkPlan {
   int units_per_warp = 0;
@@ -582,9 +552,10 @@ BulkPlan plan_for(const WxA16Weight& w, int64_t m) {
   plan.ring_offset = round_up(int(m) * plan.x_stride * 2, 128);
   const int fixed = plan.ring_offset + kReduceBytes;
   // 1 KB per CTA is the runtime's; the rest is split between the CTAs an SM should hold.
-  const DeviceLimits& limits = device_limits();
+  const DeviceProperties& limits = device_properties();
   const int ctas_per_sm = std::max(1, tuning.bulk_ctas_per_sm);
-  const int budget = std::min(limits.max_smem, limits.max_smem_per_sm / ctas_per_sm - 1024) - 256;
+  const int budget =
+      std::min(limits.max_smem_optin, limits.max_smem_per_sm / ctas_per_sm - 1024) - 256;
   int stages = tuning.bulk_stages;
   while (stages >= 2 && fixed + stages * (plan.stage_bytes + 16) > budget) --stages;
   if (stages < 2) return plan;
@@ -605,7 +576,7 @@ void launch(const BulkParams& p, int ctas, int smem, cudaStream_t stream) {
     NIBBLE_CUDA_CHECK(cudaFuncGetAttributes(&attributes, kernel));
     NIBBLE_CUDA_CHECK(
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             device_limits().max_smem - int(attributes.sharedSizeBytes)));
+                             device_properties().max_smem_optin - int(attributes.sharedSizeBytes)));
     configured = true;
   }
   cudaLaunchAttribute attribute[1];
@@ -636,7 +607,7 @@ bool wxa16_bulk_gemv_supports(const WxA16Weight& w, int64_t m) {
       w.group_size >= w.unit_cols() || (w.group_size >= 32 && w.unit_cols() % w.group_size == 0);
   // e4m3 codes: no zeros, groups spanning whole units (one f16 conversion path).
   const bool fp8_fits = !w.fp8 || (w.bits == 8 && w.zeros.bytes() == 0 && w.group_size >= 64);
-  return device_limits().major >= 9 && (w.bits == 4 || w.bits == 8) && groups_fit && fp8_fits &&
+  return device_properties().major >= 9 && (w.bits == 4 || w.bits == 8) && groups_fit && fp8_fits &&
          m >= 1 && m <= kMaxM && (upw == 1 || upw == 2 || upw == 4) &&
          w.n_tiles < (int64_t(1) << 30) && w.n_tiles * w.n_groups * 8 < (int64_t(1) << 31) &&
          plan_for(w, m).stages > 0;
@@ -707,7 +678,7 @@ void wxa16_bulk_gemv(const WxA16Weight& w, const WxA16Input& input, int64_t m, v
   p.reduce_offset = plan.reduce_offset;
   p.barrier_offset = plan.barrier_offset;
   const int ctas = int(std::min<int64_t>(
-      p.pairs, int64_t(device_limits().sm_count) * wxa16_gemv_tuning().bulk_ctas_per_sm));
+      p.pairs, int64_t(device_properties().sm_count) * wxa16_gemv_tuning().bulk_ctas_per_sm));
   const int spg = int(std::min<int64_t>(w.unit_cols(), w.group_size) / 16);
   const int upw = plan.units_per_warp;
   if (w.fp8) return launch_for_width<8, 4, true>(p, upw, ctas, plan.smem, stream);

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "backend/cuda/device_properties.h"
 #include "backend/cuda/wxa16_device.cuh"
 #include "backend/cuda/wxa16_linear.h"
 
@@ -341,15 +342,7 @@ __global__ void wxa16_dequantize_kernel(const uint4* codes, const void* scales, 
   }
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, value = 0;
-    NIBBLE_CUDA_CHECK(cudaGetDevice(&device));
-    NIBBLE_CUDA_CHECK(cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device));
-    return value;
-  }();
-  return count;
-}
+int sm_count() { return device_properties().sm_count; }
 
 template <int BITS, int SPG, int MT>
 void launch_stream_kernel(const StreamParams& p, dim3 grid, int smem_bytes, cudaStream_t stream) {

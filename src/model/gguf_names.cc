@@ -84,14 +84,15 @@ class GgufAsHfCheckpoint final : public Checkpoint {
     if (it == index_.end()) fail("{}: tensor '{}' not found", source(), name);
     const Entry& entry = entries_[it->second];
     std::vector<float> raw = gguf_->load_f32(entry.gguf_name);
-    if (entry.heads == 0) return raw;
+    // An empty tensor has nothing to reorder (and no storage to point into).
+    if (entry.heads == 0 || raw.empty()) return raw;
     const auto& shape = tensors_[it->second].shape;
     const int64_t rows = shape[0];
     const int64_t cols = static_cast<int64_t>(raw.size()) / rows;
     std::vector<float> out(raw.size());
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t src = llama_gguf_row_for_hf_row(r, rows, entry.heads);
-      std::memcpy(&out[r * cols], &raw[src * cols], cols * sizeof(float));
+      std::memcpy(out.data() + r * cols, raw.data() + src * cols, cols * sizeof(float));
     }
     return out;
   }
@@ -110,10 +111,11 @@ class GgufAsHfCheckpoint final : public Checkpoint {
     NIBBLE_CHECK(t.nbytes % rows == 0, "{}: tensor '{}' rows are not byte-aligned", gguf_->source(),
                  t.name);
     const size_t row_bytes = t.nbytes / rows;
+    if (row_bytes == 0) return t.data;
     auto& buffer = permuted_.emplace_back(t.nbytes);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t src = llama_gguf_row_for_hf_row(r, rows, heads);
-      std::memcpy(&buffer[r * row_bytes], t.data + src * row_bytes, row_bytes);
+      std::memcpy(buffer.data() + r * row_bytes, t.data + src * row_bytes, row_bytes);
     }
     return buffer.data();
   }

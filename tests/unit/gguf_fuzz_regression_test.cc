@@ -45,5 +45,39 @@ TEST(GgufFuzzRegression, ZeroRowAttentionTensorIsAnError) {
   fs::remove(path);
 }
 
+// The same file with a q/k tensor that has rows but zero columns: the un-permutation indexed
+// into an empty byte buffer (UBSan: reference binding to null pointer) before the fix. An
+// empty tensor has nothing to reorder, so it loads as empty.
+TEST(GgufFuzzRegression, ZeroColumnAttentionTensorLoadsEmpty) {
+  const fs::path path = temp_gguf("zero-cols");
+  {
+    gguf::GgufWriter w(path);
+    w.add_string("general.architecture", "llama");
+    w.add_uint32("llama.block_count", 1);
+    w.add_uint32("llama.context_length", 128);
+    w.add_uint32("llama.embedding_length", 32);
+    w.add_uint32("llama.feed_forward_length", 64);
+    w.add_uint32("llama.attention.head_count", 2);
+    w.add_uint32("llama.attention.head_count_kv", 1);
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.add_uint32("llama.vocab_size", 4);
+    w.add_string("tokenizer.ggml.model", "llama");
+    w.add_string_array("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+    w.add_tensor("blk.0.attn_k.weight", gguf::GgmlType::F32, {4, 0}, {});
+    w.write();
+  }
+  try {
+    const ModelSource source = open_model_source(path);
+    const CheckpointTensor* tensor =
+        source.checkpoint->find("model.layers.0.self_attn.k_proj.weight");
+    ASSERT_NE(tensor, nullptr);
+    EXPECT_EQ(tensor->nbytes, 0u);
+    EXPECT_TRUE(source.checkpoint->load_f32(tensor->name).empty());
+  } catch (const Error&) {
+    // Refusing the file is as good as loading it empty; crashing is not.
+  }
+  fs::remove(path);
+}
+
 }  // namespace
 }  // namespace nibble

@@ -73,6 +73,7 @@ set_target_properties(nibble_gpu_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PRO
 
 # End-to-end batch-1 decode of a Llama safetensors checkpoint on the GPU (bench/gpu/decode).
 add_executable(nibble_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/decode/nibble_gpu_decode.cc
+  ${PROJECT_SOURCE_DIR}/bench/gpu/decode/batch_throughput.cc
   ${PROJECT_SOURCE_DIR}/src/formats/safetensors/safetensors_file.cc
   ${PROJECT_SOURCE_DIR}/src/core/mapped_file.cc ${PROJECT_SOURCE_DIR}/src/core/dtype.cc)
 target_link_libraries(nibble_gpu_decode PRIVATE nibble_cuda)

@@ -10,6 +10,8 @@
 //       [--sweep-gemv-units 0,4] [--sweep-attention-partition 64,32,16] [--sweep-gemv-pdl 0,1]
 //       [--sweep-gemv-bulk 0,1] [--sweep-bulk-units 1,2,4] [--sweep-bulk-stages 4,6,8]
 //       [--sweep-bulk-ctas 1,2,3] [--sweep-fusion 0,1]
+//       [--throughput-requests 64 --throughput-prompt 1024 --throughput-new 256
+//        --prefill-rows 4096]
 //
 // Schemes: bf16 keeps the checkpoint's weights (cuBLASLt); w4a16 quantizes every linear,
 // lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
@@ -32,6 +34,8 @@
 // (one run after a warm-up, graph recaptured) and the profile for each value of a kernel tuning
 // knob: the W4A16 decode kernel's CTAs-per-SM target and short-split rule (its split-K;
 // WxA16GemvTuning) and attention's smallest partition.
+// --throughput-requests N adds "throughput": N concurrent requests of random prompts through the
+// batched forward (batch_throughput.h: prefill, then all N decoding together).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -54,6 +58,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_llama.h"
+#include "batch_throughput.h"
 #include "core/error.h"
 #include "formats/safetensors/safetensors_file.h"
 #include "quant/reference/quantize.h"
@@ -89,6 +94,7 @@ struct Options {
   std::vector<int32_t> sweep_bulk_ctas;
   std::vector<int32_t> sweep_fusion;
   std::vector<int32_t> sweep_attention_partition;
+  ThroughputOptions throughput{.requests = 0};  // requests 0: not run
 };
 
 std::vector<int32_t> parse_tokens(const std::string& text) {
@@ -159,6 +165,14 @@ Options parse_options(int argc, char** argv) {
       o.profile_steps = std::stoi(value());
     } else if (arg == "--sweep-gemv-ctas") {
       o.sweep_gemv_ctas = parse_tokens(value());
+    } else if (arg == "--throughput-requests") {
+      o.throughput.requests = std::stoll(value());
+    } else if (arg == "--throughput-prompt") {
+      o.throughput.prompt_tokens = std::stoll(value());
+    } else if (arg == "--throughput-new") {
+      o.throughput.new_tokens = std::stoll(value());
+    } else if (arg == "--prefill-rows") {
+      o.throughput.prefill_rows = std::stoll(value());
     } else if (arg == "--sweep-attention-partition") {
       o.sweep_attention_partition = parse_tokens(value());
     } else {
@@ -571,6 +585,7 @@ int run(int argc, char** argv) {
     out["eager_step_ms"] = o.new_tokens > 1 ? r.decode_ms / double(o.new_tokens - 1) : 0.0;
   }
   if (o.profile_steps > 0) out["profile"] = profile(model, o);
+  if (o.throughput.requests > 0) out["throughput"] = batch_throughput(model, o.throughput);
   // Each sweep point changes one knob from the defaults, then restores them.
   auto sweep = [&](const char* key, const char* knob, const std::vector<int32_t>& values,
                    const std::function<void(int32_t)>& set) {

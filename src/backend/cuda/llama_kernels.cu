@@ -35,22 +35,29 @@ __device__ __forceinline__ float block_sum(float v, float* scratch) {
   return scratch[0];
 }
 
+// blockIdx.y: the row (token) of a batch.
 __global__ void embedding_kernel(const bf16* table, const int32_t* token, int64_t hidden,
                                  bf16* out) {
-  const bf16* row = table + size_t(*token) * size_t(hidden);
+  const bf16* row = table + size_t(token[blockIdx.y]) * size_t(hidden);
+  out += size_t(blockIdx.y) * size_t(hidden);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < hidden;
        i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = row[i];
   }
 }
 
-// One CTA; the row is at most a few thousand elements, read twice (the second read hits L1/L2).
+// One CTA per row; a row is at most a few thousand elements, read twice (the second read hits
+// L1/L2).
 __global__ void __launch_bounds__(kNormThreads)
     rms_norm_kernel(bf16* residual, const bf16* delta, const bf16* weight, bf16* out, int n,
                     float eps) {
   // The GEMV that reads `out` may be scheduled now (it waits for this kernel to finish).
   allow_dependent_launch();
   __shared__ float scratch[32];
+  const size_t row = size_t(blockIdx.x) * size_t(n);
+  residual += row;
+  out += row;
+  if (delta != nullptr) delta += row;
   float sum = 0.0f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) {
     float r = __bfloat162float(residual[i]);
@@ -70,9 +77,9 @@ __global__ void __launch_bounds__(kNormThreads)
 // Block h < n_heads rotates query head h; block n_heads + j rotates key head j and stores it
 // and value head j in the cache. Thread i owns the pair (i, i + head_dim / 2).
 __global__ void rope_cache_kernel(RopeCacheArgs a) {
-  const int head = blockIdx.x, i = threadIdx.x, half = a.head_dim / 2;
-  const int pos = *a.position;
-  auto* qkv = static_cast<bf16*>(a.qkv);
+  const int head = blockIdx.x, row = blockIdx.y, i = threadIdx.x, half = a.head_dim / 2;
+  const int pos = a.position[row];
+  auto* qkv = static_cast<bf16*>(a.qkv) + size_t(row) * (a.n_heads + 2 * a.n_kv_heads) * a.head_dim;
   // transformers: angle = inv_freq · position in f32, cos/sin in f32, cast to the model dtype.
   const float angle = float(pos) * a.inv_freq[i];
   const float c = round_bf16(cosf(angle)), s = round_bf16(sinf(angle));
@@ -84,11 +91,14 @@ __global__ void rope_cache_kernel(RopeCacheArgs a) {
   if (head < a.n_heads) {
     x[i] = r1;
     x[i + half] = r2;
-    if (head == 0 && i == 0) *a.seq_len = pos + 1;
+    if (head == 0 && i == 0) a.seq_len[row] = pos + 1;
     return;
   }
   const int kv_head = head - a.n_heads;
-  const size_t slot = ((size_t(pos / 16) * a.n_kv_heads + kv_head) * 16 + pos % 16) * a.head_dim;
+  const int block = a.block_tables == nullptr
+                        ? pos / 16
+                        : a.block_tables[size_t(row) * a.max_blocks_per_row + pos / 16];
+  const size_t slot = ((size_t(block) * a.n_kv_heads + kv_head) * 16 + pos % 16) * a.head_dim;
   auto* k_cache = static_cast<bf16*>(a.k_cache);
   auto* v_cache = static_cast<bf16*>(a.v_cache);
   k_cache[slot + i] = r1;
@@ -98,13 +108,16 @@ __global__ void rope_cache_kernel(RopeCacheArgs a) {
   v_cache[slot + i + half] = v[i + half];
 }
 
-__global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, int64_t n) {
+// Row r of gate_up is [gate (n) | up (n)]; out is [rows][n].
+__global__ void silu_mul_kernel(const bf16* gate_up, bf16* out, int64_t n, int64_t rows) {
   allow_dependent_launch();
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n * rows;
        i += int64_t(gridDim.x) * blockDim.x) {
-    const float g = __bfloat162float(gate_up[i]);
+    const int64_t r = i / n, j = i - r * n;
+    const bf16* g_row = gate_up + r * 2 * n;
+    const float g = __bfloat162float(g_row[j]);
     const float act = round_bf16(g / (1.0f + expf(-g)));
-    out[i] = __float2bfloat16(act * __bfloat162float(gate_up[n + i]));
+    out[i] = __float2bfloat16(act * __bfloat162float(g_row[n + j]));
   }
 }
 
@@ -169,6 +182,52 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   *position = pos + 1;
 }
 
+// One CTA per row: the first index of the row's maximum.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_rows_kernel(const bf16* logits, int64_t n, int32_t* picks) {
+  __shared__ float best_value[kArgmaxThreads / 32];
+  __shared__ int64_t best_index[kArgmaxThreads / 32];
+  const bf16* row = logits + size_t(blockIdx.x) * size_t(n);
+  float value = -FLT_MAX;
+  int64_t index = n;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = __bfloat162float(row[i]);
+    if (v > value || (index == n && v == value)) value = v, index = i;
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    const float v = __shfl_xor_sync(0xffffffffu, value, o);
+    const int64_t i = __shfl_xor_sync(0xffffffffu, index, o);
+    if (better(value, index, v, i)) value = v, index = i;
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) best_value[warp] = value, best_index[warp] = index;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < int(blockDim.x / 32); ++w) {
+    if (better(value, index, best_value[w], best_index[w]))
+      value = best_value[w], index = best_index[w];
+  }
+  picks[blockIdx.x] = int32_t(index);
+}
+
+__global__ void gather_rows_kernel(const bf16* src, const int32_t* index, int64_t n, bf16* dst) {
+  const bf16* from = src + size_t(index[blockIdx.y]) * size_t(n);
+  bf16* to = dst + size_t(blockIdx.y) * size_t(n);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    to[i] = from[i];
+  }
+}
+
+// tables[r][j] = seq[r] · blocks_per_seq + j: each sequence owns a contiguous run of blocks.
+__global__ void row_block_tables_kernel(const int32_t* seq, int blocks_per_seq, int32_t* tables) {
+  const int r = blockIdx.x;
+  for (int j = threadIdx.x; j < blocks_per_seq; j += blockDim.x) {
+    tables[size_t(r) * blocks_per_seq + j] = seq[r] * blocks_per_seq + j;
+  }
+}
+
 __global__ void set_token_kernel(int32_t* token, int32_t value) { *token = value; }
 
 __device__ __forceinline__ uint64_t global_timer_ns() {
@@ -185,17 +244,19 @@ __global__ void spin_kernel(uint64_t nanoseconds) {
 }  // namespace
 
 void embedding_lookup(const void* table, const int32_t* token, int64_t hidden, void* out,
-                      cudaStream_t stream) {
-  const int blocks = int((hidden + 255) / 256);
+                      cudaStream_t stream, int64_t rows) {
+  NIBBLE_CHECK(rows > 0 && rows <= 65535, "embedding_lookup: {} rows", rows);
+  const dim3 blocks(unsigned((hidden + 255) / 256), unsigned(rows));
   embedding_kernel<<<blocks, 256, 0, stream>>>(static_cast<const bf16*>(table), token, hidden,
                                                static_cast<bf16*>(out));
   NIBBLE_CUDA_CHECK_LAUNCH("embedding_kernel");
 }
 
 void rms_norm(void* residual, const void* delta, const void* weight, void* out, int64_t n,
-              float eps, cudaStream_t stream) {
+              float eps, cudaStream_t stream, int64_t rows) {
   NIBBLE_CHECK(n > 0 && n < (int64_t(1) << 30), "rms_norm: {} elements", n);
-  rms_norm_kernel<<<1, kNormThreads, 0, stream>>>(
+  NIBBLE_CHECK(rows > 0 && rows < (int64_t(1) << 31), "rms_norm: {} rows", rows);
+  rms_norm_kernel<<<unsigned(rows), kNormThreads, 0, stream>>>(
       static_cast<bf16*>(residual), static_cast<const bf16*>(delta),
       static_cast<const bf16*>(weight), static_cast<bf16*>(out), int(n), eps);
   NIBBLE_CUDA_CHECK_LAUNCH("rms_norm_kernel");
@@ -206,14 +267,19 @@ void rope_and_cache(const RopeCacheArgs& args, cudaStream_t stream) {
       args.head_dim % 2 == 0 && args.head_dim <= 2048 && args.n_heads > 0 && args.n_kv_heads > 0,
       "rope_and_cache: head_dim {}, {} heads, {} KV heads", args.head_dim, args.n_heads,
       args.n_kv_heads);
-  rope_cache_kernel<<<args.n_heads + args.n_kv_heads, args.head_dim / 2, 0, stream>>>(args);
+  NIBBLE_CHECK(args.rows > 0 && args.rows <= 65535, "rope_and_cache: {} rows", args.rows);
+  NIBBLE_CHECK(args.block_tables == nullptr || args.max_blocks_per_row > 0,
+               "rope_and_cache: block tables of {} blocks per row", args.max_blocks_per_row);
+  const dim3 grid(unsigned(args.n_heads + args.n_kv_heads), unsigned(args.rows));
+  rope_cache_kernel<<<grid, args.head_dim / 2, 0, stream>>>(args);
   NIBBLE_CUDA_CHECK_LAUNCH("rope_cache_kernel");
 }
 
-void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream) {
-  const int blocks = int(std::min<int64_t>((n + 255) / 256, 1024));
+void silu_mul(const void* gate_up, void* out, int64_t n, cudaStream_t stream, int64_t rows) {
+  NIBBLE_CHECK(n > 0 && rows > 0, "silu_mul: {} rows of {}", rows, n);
+  const int blocks = int(std::min<int64_t>((n * rows + 255) / 256, 1024));
   silu_mul_kernel<<<blocks, 256, 0, stream>>>(static_cast<const bf16*>(gate_up),
-                                              static_cast<bf16*>(out), n);
+                                              static_cast<bf16*>(out), n, rows);
   NIBBLE_CUDA_CHECK_LAUNCH("silu_mul_kernel");
 }
 
@@ -236,6 +302,31 @@ void argmax_and_advance(const void* logits, int64_t n, int32_t* token, int32_t* 
       static_cast<const bf16*>(logits), n, slice, partial_value, partial_index, counter, token,
       history, position);
   NIBBLE_CUDA_CHECK_LAUNCH("argmax_kernel");
+}
+
+void argmax_rows(const void* logits, int64_t rows, int64_t n, int32_t* picks, cudaStream_t stream) {
+  NIBBLE_CHECK(rows > 0 && rows < (int64_t(1) << 31) && n > 0, "argmax_rows: {} rows of {}", rows,
+               n);
+  argmax_rows_kernel<<<unsigned(rows), kArgmaxThreads, 0, stream>>>(
+      static_cast<const bf16*>(logits), n, picks);
+  NIBBLE_CUDA_CHECK_LAUNCH("argmax_rows_kernel");
+}
+
+void gather_rows(const void* src, const int32_t* index, int64_t count, int64_t n, void* dst,
+                 cudaStream_t stream) {
+  NIBBLE_CHECK(count > 0 && count <= 65535 && n > 0, "gather_rows: {} rows of {}", count, n);
+  const dim3 blocks(unsigned(std::min<int64_t>((n + 255) / 256, 64)), unsigned(count));
+  gather_rows_kernel<<<blocks, 256, 0, stream>>>(static_cast<const bf16*>(src), index, n,
+                                                 static_cast<bf16*>(dst));
+  NIBBLE_CUDA_CHECK_LAUNCH("gather_rows_kernel");
+}
+
+void row_block_tables(const int32_t* seq, int64_t rows, int blocks_per_seq, int32_t* tables,
+                      cudaStream_t stream) {
+  NIBBLE_CHECK(rows > 0 && rows < (int64_t(1) << 31) && blocks_per_seq > 0,
+               "row_block_tables: {} rows, {} blocks per sequence", rows, blocks_per_seq);
+  row_block_tables_kernel<<<unsigned(rows), 128, 0, stream>>>(seq, blocks_per_seq, tables);
+  NIBBLE_CUDA_CHECK_LAUNCH("row_block_tables_kernel");
 }
 
 void gpu_spin(int64_t nanoseconds, cudaStream_t stream) {

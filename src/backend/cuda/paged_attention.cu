@@ -19,6 +19,7 @@ constexpr int kMaxGroup = kPagedAttentionMaxGroup;
 
 struct KernelArgs {
   const __nv_bfloat16* q;
+  int64_t q_stride;
   const __nv_bfloat16* k_cache;
   const __nv_bfloat16* v_cache;
   const int32_t* block_tables;
@@ -79,12 +80,11 @@ __global__ void __launch_bounds__(kThreads) paged_attention_kernel(KernelArgs a)
   for (int h = 0; h < kMaxGroup; ++h) {
 #pragma unroll
     for (int e = 0; e < EPL; ++e) {
-      q[h][e] =
-          h < group
-              ? __bfloat162float(
-                    a.q[(size_t(seq) * a.n_heads + kv_head * group + h) * D + lane * EPL + e]) *
-                    a.scale
-              : 0.0f;
+      q[h][e] = h < group
+                    ? __bfloat162float(a.q[size_t(seq) * a.q_stride +
+                                           size_t(kv_head * group + h) * D + lane * EPL + e]) *
+                          a.scale
+                    : 0.0f;
     }
   }
 
@@ -215,6 +215,7 @@ void paged_attention_decode(const PagedAttentionArgs& args, PagedAttentionWorksp
                args.max_seq_len);
   KernelArgs a{};
   a.q = static_cast<const __nv_bfloat16*>(args.q);
+  a.q_stride = args.q_stride > 0 ? args.q_stride : int64_t(args.n_heads) * args.head_dim;
   a.k_cache = static_cast<const __nv_bfloat16*>(args.k_cache);
   a.v_cache = static_cast<const __nv_bfloat16*>(args.v_cache);
   a.block_tables = args.block_tables;

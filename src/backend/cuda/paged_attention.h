@@ -36,6 +36,9 @@ struct PagedAttentionArgs {
   int max_blocks_per_seq = 0;
   int max_seq_len = 0;  // an upper bound of seq_lens (sizes the grid)
   float scale = 1.0f;   // softmax scale, usually 1/sqrt(head_dim)
+  // Elements from one sequence's query to the next (0: n_heads · head_dim, packed). A batch
+  // forward passes its qkv rows directly: q heads first, then k and v.
+  int64_t q_stride = 0;
 };
 
 // Scratch for the split over the sequence; grown on first use.

@@ -248,8 +248,11 @@ TEST(QuantKernels, A8FourBitCodesInTheWideFormAgainstReference) {
     for (QuantCodes kind : {QuantCodes::U4Sym, QuantCodes::U4}) {
       // K = 160 ends in an odd 32-element chunk (kept in the 16-byte form); 160 as the group
       // is one group per row. 320: past the eight chunks AVX2's s16 pair sums hold.
+      // 32 x 352 and 576: eight-group blocks, then a pair, then (352) an odd chunk.
       for (const auto& [group, k] : {std::pair<int64_t, int64_t>{32, 160},
                                      {32, 256},
+                                     {32, 352},
+                                     {32, 576},
                                      {64, 160},
                                      {64, 256},
                                      {256, 512},
@@ -279,6 +282,7 @@ TEST(QuantKernels, A8PerGroupActivationScalesAgainstReference) {
       for (bool wide : {false, true}) {
         if (wide && kind == QuantCodes::S8) continue;
         for (const auto& [group, k] : {std::pair<int64_t, int64_t>{32, 160},
+                                       {32, 352},
                                        {64, 256},
                                        {128, 384},
                                        {192, 384},

@@ -466,8 +466,19 @@ inline __m256 load_param_v(const uint16_t* p) {
 }
 inline __m256 load_param_v(const float* p) { return _mm256_broadcast_ss(p); }
 
+// Eight f16 (or f32) parameters p[0..7] as f32.
+inline __m256 load_params8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline __m256 load_params8(const float* p) { return _mm256_loadu_ps(p); }
+
 // 32-element groups (Q4_0, Q4_K's sub-blocks, int4wo-32): the two halves of a block are two
-// groups, each scaled once; nothing is kept in integers across blocks.
+// groups, each scaled once; nothing is kept in integers across blocks. At M = 1 this tile is
+// compute-bound on AVX2 (two cores), so the scale work is taken out of the per-group path:
+// eight groups' weight scales and activation scales are loaded as vectors and multiplied once,
+// and a permute broadcasts each group's product (per group and output: one permute instead of
+// an f16 load, conversion, broadcast and multiplication). The remaining blocks (fewer than
+// eight groups) take the scales one pair at a time.
 template <QuantCodes E, bool kMin, int MR, int NR, typename Param>
 void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   const int64_t chunks = a.k / 32, pairs = chunks / 2;
@@ -477,7 +488,41 @@ void a8_tile_n64_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
   __m256 acc[MR][NR];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
-  for (int64_t p = 0; p < pairs; ++p) {
+  int64_t p = 0;
+  for (; p + 4 <= pairs; p += 4) {
+    const int64_t g0 = 2 * p;
+    __m256 xs[MR];
+    for (int i = 0; i < MR; ++i) {
+      xs[i] = a.x_group_scale ? _mm256_loadu_ps(a.x_group_scale + (m + i) * a.n_groups + g0)
+                              : _mm256_set1_ps(1.0f);
+    }
+    // One output row at a time through the block (the activations are reloaded from L1 per
+    // row): the AVX2 register file holds the accumulators, one row's scales and the operands.
+    for (int j = 0; j < NR; ++j) {
+      __m256 scale[MR];  // d_g · s_g of groups g0 .. g0 + 7
+      const __m256 d = load_params8(params + j * a.n_groups + g0);
+      for (int i = 0; i < MR; ++i) scale[i] = _mm256_mul_ps(d, xs[i]);
+      const uint8_t* cj = codes + j * a.code_row_bytes + p * 32;
+      for (int64_t l = 0; l < 128; l += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(cj + NR * a.code_row_bytes + l), _MM_HINT_T0);
+      }
+      for (int q = 0; q < 4; ++q) {
+        __m256i lo, hi;
+        split_nibbles64(cj + q * 32, lo, hi);
+        const __m256i pick0 = _mm256_set1_epi32(2 * q), pick1 = _mm256_set1_epi32(2 * q + 1);
+        for (int i = 0; i < MR; ++i) {
+          const int8_t* xi = xq + i * a.ldx + (p + q) * 64;
+          const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi));
+          const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 32));
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(lo, x0)),
+                                      _mm256_permutevar8x32_ps(scale[i], pick0), acc[i][j]);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(group_sum32(hi, x1)),
+                                      _mm256_permutevar8x32_ps(scale[i], pick1), acc[i][j]);
+        }
+      }
+    }
+  }
+  for (; p < pairs; ++p) {
     __m256i x0[MR], x1[MR];
     __m256 xs0[MR], xs1[MR];
     for (int i = 0; i < MR; ++i) {

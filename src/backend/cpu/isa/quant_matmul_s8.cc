@@ -6,9 +6,9 @@
 // (quant_matmul.cc) pays its per-group flush on every chunk: a scalar f16 scale conversion and
 // broadcast per output, an activation-scale load per row, an integer accumulator to clear and
 // add. Here eight groups' weight and activation scales are loaded (and converted) as vectors
-// once, a permute picks each group's pair, and every chunk's 8-bit dot product goes straight
-// into the f32 accumulator. The sums are exact integers per group either way, so results equal
-// the generic tile's up to the order of f32 additions.
+// and multiplied once, a permute picks each group's product, and every chunk's 8-bit dot
+// product goes straight into the f32 accumulator. The sums are exact integers per group either way,
+// so results equal the generic tile's up to the order of f32 additions.
 #include "backend/cpu/isa/quant_tiles.h"
 #include "backend/cpu/kernel_table.h"
 
@@ -49,32 +49,32 @@ void a8_tile_s8_g32(const QuantMatmulArgs& a, int64_t m, int64_t n) {
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   for (int64_t g0 = 0; g0 < groups; g0 += 8) {
     const int gn = groups - g0 < 8 ? int(groups - g0) : 8;
-    __m256 d[NR], xs[MR];
-    for (int j = 0; j < NR; ++j) {
-      d[j] = load_params8(a.scales, a.params_f16, (n + j) * a.n_groups + g0, gn);
-    }
+    __m256 scale[MR][NR];  // d_g · s_g of groups g0 .. g0 + gn - 1, multiplied once
     for (int i = 0; i < MR; ++i) {
-      xs[i] = a.x_group_scale ? load_f32x8(a.x_group_scale + (m + i) * a.n_groups + g0, gn)
-                              : _mm256_set1_ps(1.0f);
+      const __m256 xs = a.x_group_scale
+                            ? load_f32x8(a.x_group_scale + (m + i) * a.n_groups + g0, gn)
+                            : _mm256_set1_ps(1.0f);
+      for (int j = 0; j < NR; ++j) {
+        scale[i][j] =
+            _mm256_mul_ps(load_params8(a.scales, a.params_f16, (n + j) * a.n_groups + g0, gn), xs);
+      }
     }
     for (int gi = 0; gi < gn; ++gi) {
       const int64_t c = g0 + gi;
       const __m256i pick = _mm256_set1_epi32(gi);
       __m256i xv[MR];
-      __m256 xsg[MR];
       for (int i = 0; i < MR; ++i) {
         xv[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + i * a.ldx + c * 32));
-        xsg[i] = _mm256_permutevar8x32_ps(xs[i], pick);
       }
       for (int j = 0; j < NR; ++j) {
         prefetch_next_tile<32, NR>(codes, a.code_row_bytes, c, j);
         const __m256i w = _mm256_loadu_si256(
             reinterpret_cast<const __m256i*>(codes + j * a.code_row_bytes + c * 32));
         const __m256i w_abs = _mm256_abs_epi8(w);
-        const __m256 dj = _mm256_permutevar8x32_ps(d[j], pick);
         for (int i = 0; i < MR; ++i) {
           const __m256i p = dot_u8s8(_mm256_setzero_si256(), w_abs, _mm256_sign_epi8(xv[i], w));
-          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dj, xsg[i]), acc[i][j]);
+          acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                      _mm256_permutevar8x32_ps(scale[i][j], pick), acc[i][j]);
         }
       }
     }

@@ -20,23 +20,28 @@ fs::path temp_gguf(const std::string& stem) {
          ("nibble-fuzz-regression-" + stem + "-" + std::to_string(rd()) + ".gguf");
 }
 
+// The metadata of a one-layer llama-architecture GGUF (hidden 32, 2 heads, 1 KV head).
+void write_tiny_llama_metadata(gguf::GgufWriter& w) {
+  w.add_string("general.architecture", "llama");
+  w.add_uint32("llama.block_count", 1);
+  w.add_uint32("llama.context_length", 128);
+  w.add_uint32("llama.embedding_length", 32);
+  w.add_uint32("llama.feed_forward_length", 64);
+  w.add_uint32("llama.attention.head_count", 2);
+  w.add_uint32("llama.attention.head_count_kv", 1);
+  w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.add_uint32("llama.vocab_size", 4);
+  w.add_string("tokenizer.ggml.model", "llama");
+  w.add_string_array("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+}
+
 // A llama-architecture GGUF whose q/k tensor has zero rows: the row un-permutation divided by
 // the row count (UBSan: division by zero in gguf_names.cc) before the fix.
 TEST(GgufFuzzRegression, ZeroRowAttentionTensorIsAnError) {
   const fs::path path = temp_gguf("zero-rows");
   {
     gguf::GgufWriter w(path);
-    w.add_string("general.architecture", "llama");
-    w.add_uint32("llama.block_count", 1);
-    w.add_uint32("llama.context_length", 128);
-    w.add_uint32("llama.embedding_length", 32);
-    w.add_uint32("llama.feed_forward_length", 64);
-    w.add_uint32("llama.attention.head_count", 2);
-    w.add_uint32("llama.attention.head_count_kv", 1);
-    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    w.add_uint32("llama.vocab_size", 4);
-    w.add_string("tokenizer.ggml.model", "llama");
-    w.add_string_array("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+    write_tiny_llama_metadata(w);
     // PyTorch order [0, 32]: no data at all, so every size check upstream passes.
     w.add_tensor("blk.0.attn_k.weight", gguf::GgmlType::F32, {0, 32}, {});
     w.write();
@@ -52,17 +57,7 @@ TEST(GgufFuzzRegression, ZeroColumnAttentionTensorLoadsEmpty) {
   const fs::path path = temp_gguf("zero-cols");
   {
     gguf::GgufWriter w(path);
-    w.add_string("general.architecture", "llama");
-    w.add_uint32("llama.block_count", 1);
-    w.add_uint32("llama.context_length", 128);
-    w.add_uint32("llama.embedding_length", 32);
-    w.add_uint32("llama.feed_forward_length", 64);
-    w.add_uint32("llama.attention.head_count", 2);
-    w.add_uint32("llama.attention.head_count_kv", 1);
-    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    w.add_uint32("llama.vocab_size", 4);
-    w.add_string("tokenizer.ggml.model", "llama");
-    w.add_string_array("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>", "a"});
+    write_tiny_llama_metadata(w);
     w.add_tensor("blk.0.attn_k.weight", gguf::GgmlType::F32, {4, 0}, {});
     w.write();
   }

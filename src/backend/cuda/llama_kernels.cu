@@ -125,22 +125,15 @@ __device__ __forceinline__ bool better(float v1, int64_t i1, float v2, int64_t i
   return v2 > v1 || (v2 == v1 && i2 < i1);
 }
 
-// Each CTA scans its own contiguous slice of the logits (first maximum wins inside it) and
-// leaves its pick in `partial`; the last CTA to finish (a counter, reset by it) takes the best
-// pick in slice order, so the first index of the maximum wins overall, as torch.argmax. One
-// CTA over 128K logits took 50 µs of a 3 ms decode step.
-__global__ void __launch_bounds__(kArgmaxThreads)
-    argmax_kernel(const bf16* logits, int64_t n, int64_t slice, float* partial_value,
-                  int64_t* partial_index, int* counter, int32_t* token, int32_t* history,
-                  int32_t* position) {
+// The first maximum of logits[begin, end) over the CTA (index n when the range is empty); the
+// result is valid in thread 0. Each thread scans increasing indices, so a strict > keeps its
+// first maximum, and ties between threads go to the lower index.
+__device__ void cta_first_max(const bf16* logits, int64_t begin, int64_t end, int64_t n,
+                              float& value, int64_t& index) {
   __shared__ float best_value[kArgmaxThreads / 32];
   __shared__ int64_t best_index[kArgmaxThreads / 32];
-  __shared__ bool is_last;
-  const int64_t begin = int64_t(blockIdx.x) * slice;
-  const int64_t end = begin + slice < n ? begin + slice : n;
-  float value = -FLT_MAX;
-  int64_t index = n;
-  // Each thread scans increasing indices, so a strict > keeps its first maximum.
+  value = -FLT_MAX;
+  index = n;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     const float v = __bfloat162float(logits[i]);
     if (v > value || (index == n && v == value)) value = v, index = i;
@@ -154,12 +147,29 @@ __global__ void __launch_bounds__(kArgmaxThreads)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) best_value[warp] = value, best_index[warp] = index;
   __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < int(blockDim.x / 32); ++w) {
-      if (better(value, index, best_value[w], best_index[w])) {
-        value = best_value[w], index = best_index[w];
-      }
+  if (threadIdx.x != 0) return;
+  for (int w = 1; w < int(blockDim.x / 32); ++w) {
+    if (better(value, index, best_value[w], best_index[w])) {
+      value = best_value[w], index = best_index[w];
     }
+  }
+}
+
+// Each CTA scans its own contiguous slice of the logits (first maximum wins inside it) and
+// leaves its pick in `partial`; the last CTA to finish (a counter, reset by it) takes the best
+// pick in slice order, so the first index of the maximum wins overall, as torch.argmax. One
+// CTA over 128K logits took 50 µs of a 3 ms decode step.
+__global__ void __launch_bounds__(kArgmaxThreads)
+    argmax_kernel(const bf16* logits, int64_t n, int64_t slice, float* partial_value,
+                  int64_t* partial_index, int* counter, int32_t* token, int32_t* history,
+                  int32_t* position) {
+  __shared__ bool is_last;
+  const int64_t begin = int64_t(blockIdx.x) * slice;
+  const int64_t end = begin + slice < n ? begin + slice : n;
+  float value;
+  int64_t index;
+  cta_first_max(logits, begin, end, n, value, index);
+  if (threadIdx.x == 0) {
     partial_value[blockIdx.x] = value;
     partial_index[blockIdx.x] = index;
     __threadfence();
@@ -185,30 +195,10 @@ __global__ void __launch_bounds__(kArgmaxThreads)
 // One CTA per row: the first index of the row's maximum.
 __global__ void __launch_bounds__(kArgmaxThreads)
     argmax_rows_kernel(const bf16* logits, int64_t n, int32_t* picks) {
-  __shared__ float best_value[kArgmaxThreads / 32];
-  __shared__ int64_t best_index[kArgmaxThreads / 32];
-  const bf16* row = logits + size_t(blockIdx.x) * size_t(n);
-  float value = -FLT_MAX;
-  int64_t index = n;
-  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
-    const float v = __bfloat162float(row[i]);
-    if (v > value || (index == n && v == value)) value = v, index = i;
-  }
-#pragma unroll
-  for (int o = 16; o > 0; o /= 2) {
-    const float v = __shfl_xor_sync(0xffffffffu, value, o);
-    const int64_t i = __shfl_xor_sync(0xffffffffu, index, o);
-    if (better(value, index, v, i)) value = v, index = i;
-  }
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  if (lane == 0) best_value[warp] = value, best_index[warp] = index;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  for (int w = 1; w < int(blockDim.x / 32); ++w) {
-    if (better(value, index, best_value[w], best_index[w]))
-      value = best_value[w], index = best_index[w];
-  }
-  picks[blockIdx.x] = int32_t(index);
+  float value;
+  int64_t index;
+  cta_first_max(logits + size_t(blockIdx.x) * size_t(n), 0, n, n, value, index);
+  if (threadIdx.x == 0) picks[blockIdx.x] = int32_t(index);
 }
 
 __global__ void gather_rows_kernel(const bf16* src, const int32_t* index, int64_t n, bf16* dst) {

@@ -84,6 +84,7 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
   // [seq | token | position | index of each sampled row]
   host_rows_.assign(size_t(4 * m), 0);
   int64_t sampled = 0;
+  int32_t max_position = 0;  // sizes attention's grid
   for (int64_t r = 0; r < m; ++r) {
     const CudaBatchRow& row = rows[size_t(r)];
     NIBBLE_CHECK(row.seq >= 0 && row.seq < limits_.max_seqs,
@@ -98,6 +99,7 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
     host_rows_[size_t(r)] = row.seq;
     host_rows_[size_t(m + r)] = row.token;
     host_rows_[size_t(2 * m + r)] = row.position;
+    max_position = std::max(max_position, row.position);
     if (row.sample) {
       NIBBLE_CHECK(sampled < limits_.max_sampled, "CudaLlamaBatch: more than {} sampled rows",
                    limits_.max_sampled);
@@ -148,10 +150,7 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
     attn.n_kv_heads = int(c.n_kv_heads);
     attn.head_dim = int(c.head_dim);
     attn.max_blocks_per_seq = int(blocks_per_seq_);
-    attn.max_seq_len =
-        1 + std::max_element(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
-              return a.position < b.position;
-            })->position;
+    attn.max_seq_len = max_position + 1;
     attn.scale = 1.0f / std::sqrt(float(c.head_dim));
     paged_attention_decode(attn, attention_workspace_, stream_);
     linear(layer.o, attn_out_.get(), m, proj_out_.get());

@@ -21,6 +21,7 @@
 #include "backend/cuda/fp8_linear.h"
 #include "backend/cuda/lt_gemm.h"
 #include "backend/cuda/paged_attention.h"
+#include "backend/cuda/paged_attention_rows.h"
 #include "backend/cuda/wxa16_linear.h"
 #include "quant/reference/dequantize.h"
 
@@ -386,6 +387,84 @@ void bench_attention(const std::vector<int64_t>& batches, const std::vector<int6
           },
           copies);
       report("nibble_paged_attention_decode", context, batch, 1, us, bytes, "bf16 kv 32q/8kv d128");
+
+      // The batch forward's tensor-core kernel on the same step: one row (tile) per sequence.
+      std::vector<RowTile> tiles;
+      for (int64_t s = 0; s < batch; ++s) tiles.push_back({int32_t(s), 1, int32_t(context - 1)});
+      DeviceBuffer tile_buffer(tiles.size() * sizeof(RowTile));
+      tile_buffer.upload(tiles.data(), tile_buffer.bytes());
+      PagedRowsAttentionArgs rows;
+      rows.q = q.get();
+      rows.k_cache = k_cache.get();
+      rows.v_cache = v_cache.get();
+      rows.max_blocks_per_row = int(blocks_per_seq);
+      rows.tiles = tile_buffer.get<RowTile>();
+      rows.n_tiles = int(batch);
+      rows.out = out.get();
+      rows.n_heads = kHeads;
+      rows.n_kv_heads = kKvHeads;
+      rows.head_dim = kDim;
+      rows.scale = 0.088f;
+      const float rows_us = median_us(
+          [&](size_t c) {
+            rows.block_tables = table_buffer.get<int32_t>() + c * size_t(batch * blocks_per_seq);
+            paged_attention_rows(rows, nullptr);
+          },
+          copies);
+      report("nibble_paged_attention_rows", context, batch, 1, rows_us, bytes,
+             "bf16 kv 32q/8kv d128, decode rows");
+    }
+  }
+}
+
+// Prefill attention of `batch` whole prompts of `context` tokens (16-row tiles, causal): TFLOP/s
+// of the causal products, 4·context²/2·head_dim per head and prompt.
+void bench_prefill_attention(const std::vector<int64_t>& batches,
+                             const std::vector<int64_t>& contexts) {
+  constexpr int kHeads = 32, kKvHeads = 8, kDim = 128, kBlock = kPagedAttentionBlockSize;
+  for (int64_t batch : batches) {
+    for (int64_t context : contexts) {
+      const int64_t rows = batch * context;
+      if (rows > 65536) continue;
+      const int64_t blocks_per_seq = (context + kBlock - 1) / kBlock;
+      const size_t cache_elems = size_t(batch * blocks_per_seq) * kKvHeads * kBlock * kDim;
+      DeviceBuffer k_cache = random_bf16(cache_elems, 24), v_cache = random_bf16(cache_elems, 25);
+      const int64_t q_stride = (kHeads + 2 * kKvHeads) * kDim;
+      DeviceBuffer q = random_bf16(size_t(rows * q_stride), 26);
+      DeviceBuffer out(size_t(rows) * kHeads * kDim * 2);
+      std::vector<int32_t> tables(static_cast<size_t>(rows * blocks_per_seq));
+      std::vector<int32_t> seq(static_cast<size_t>(rows)), position(static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r) {
+        seq[size_t(r)] = int32_t(r / context);
+        position[size_t(r)] = int32_t(r % context);
+        for (int64_t b = 0; b < blocks_per_seq; ++b) {
+          tables[size_t(r * blocks_per_seq + b)] = int32_t(r / context * blocks_per_seq + b);
+        }
+      }
+      const std::vector<RowTile> tiles = make_row_tiles(seq, position);
+      DeviceBuffer table_buffer(tables.size() * 4), tile_buffer(tiles.size() * sizeof(RowTile));
+      table_buffer.upload(tables.data(), table_buffer.bytes());
+      tile_buffer.upload(tiles.data(), tile_buffer.bytes());
+      PagedRowsAttentionArgs args;
+      args.q = q.get();
+      args.q_stride = q_stride;
+      args.k_cache = k_cache.get();
+      args.v_cache = v_cache.get();
+      args.block_tables = table_buffer.get<int32_t>();
+      args.max_blocks_per_row = int(blocks_per_seq);
+      args.tiles = tile_buffer.get<RowTile>();
+      args.n_tiles = int(tiles.size());
+      args.out = out.get();
+      args.n_heads = kHeads;
+      args.n_kv_heads = kKvHeads;
+      args.head_dim = kDim;
+      args.scale = 0.088f;
+      const float us = median_us([&](size_t) { paged_attention_rows(args, nullptr); }, 1);
+      const double flops =
+          4.0 * double(batch) * kHeads * kDim * double(context) * double(context + 1) / 2.0;
+      std::printf("nibble_paged_attention_rows_prefill,%lld,%lld,%lld,%.2f,0,%.1f TFLOP/s\n",
+                  static_cast<long long>(context), static_cast<long long>(batch),
+                  static_cast<long long>(context), us, flops / (us * 1e-6) / 1e12);
     }
   }
 }
@@ -425,6 +504,8 @@ int main(int argc, char** argv) {
     if (only.empty() || only.find("attention") != std::string::npos) {
       nibble::cuda::bench_attention(nibble::cuda::parse_list(batches.c_str()),
                                     nibble::cuda::parse_list(contexts.c_str()));
+      nibble::cuda::bench_prefill_attention(nibble::cuda::parse_list(batches.c_str()),
+                                            nibble::cuda::parse_list(contexts.c_str()));
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nibble_gpu_bench: %s\n", e.what());

@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_llama_batch.h"
 #include "backend/cuda/llama_kernels.h"
+#include "backend/cuda/paged_attention_rows.h"
 
 namespace nibble::cuda {
 
@@ -33,7 +35,8 @@ CudaLlamaBatch::CudaLlamaBatch(const CudaLlama& model, CudaLlamaBatchLimits limi
   }
   const size_t rows = size_t(limits_.max_rows), sampled = size_t(limits_.max_sampled);
   const int64_t qkv_cols = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
-  rows_.resize(4 * rows * sizeof(int32_t));
+  // [seq | token | position | sampled index] then the attention's row tiles (at most one a row)
+  rows_.resize(4 * rows * sizeof(int32_t) + rows * sizeof(RowTile));
   block_tables_.resize(rows * size_t(blocks_per_seq_) * sizeof(int32_t));
   seq_lens_.resize(rows * sizeof(int32_t));
   picks_.resize(sampled * sizeof(int32_t));
@@ -84,7 +87,6 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
   // [seq | token | position | index of each sampled row]
   host_rows_.assign(size_t(4 * m), 0);
   int64_t sampled = 0;
-  int32_t max_position = 0;  // sizes attention's grid
   for (int64_t r = 0; r < m; ++r) {
     const CudaBatchRow& row = rows[size_t(r)];
     NIBBLE_CHECK(row.seq >= 0 && row.seq < limits_.max_seqs,
@@ -99,13 +101,20 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
     host_rows_[size_t(r)] = row.seq;
     host_rows_[size_t(m + r)] = row.token;
     host_rows_[size_t(2 * m + r)] = row.position;
-    max_position = std::max(max_position, row.position);
     if (row.sample) {
       NIBBLE_CHECK(sampled < limits_.max_sampled, "CudaLlamaBatch: more than {} sampled rows",
                    limits_.max_sampled);
       host_rows_[size_t(3 * m + sampled++)] = int32_t(r);
     }
   }
+  // Attention's tiles: runs of up to 16 consecutive positions of one sequence, staged after
+  // the rows so that one copy carries both.
+  const std::vector<RowTile> tiles =
+      make_row_tiles(std::vector<int32_t>(host_rows_.begin(), host_rows_.begin() + m),
+                     std::vector<int32_t>(host_rows_.begin() + 2 * m, host_rows_.begin() + 3 * m));
+  const size_t tile_words = tiles.size() * sizeof(RowTile) / sizeof(int32_t);
+  host_rows_.resize(size_t(4 * m) + tile_words);
+  std::memcpy(host_rows_.data() + 4 * m, tiles.data(), tiles.size() * sizeof(RowTile));
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), host_rows_.data(),
                                     host_rows_.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                                     stream_));
@@ -113,6 +122,7 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
   const int32_t* tokens = seq + m;
   const int32_t* positions = seq + 2 * m;
   const int32_t* sampled_rows = seq + 3 * m;
+  const auto* device_tiles = reinterpret_cast<const RowTile*>(seq + 4 * m);
   row_block_tables(seq, m, int(blocks_per_seq_), block_tables_.get<int32_t>(), stream_);
 
   const int64_t qkv_cols = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
@@ -137,22 +147,21 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
     rope.block_tables = block_tables_.get<int32_t>();
     rope.max_blocks_per_row = int(blocks_per_seq_);
     rope_and_cache(rope, stream_);
-    PagedAttentionArgs attn;
+    PagedRowsAttentionArgs attn;
     attn.q = qkv_.get();
     attn.q_stride = qkv_cols;
     attn.k_cache = k_cache_[size_t(l)].get();
     attn.v_cache = v_cache_[size_t(l)].get();
     attn.block_tables = block_tables_.get<int32_t>();
-    attn.seq_lens = seq_lens_.get<int32_t>();
+    attn.max_blocks_per_row = int(blocks_per_seq_);
+    attn.tiles = device_tiles;
+    attn.n_tiles = int(tiles.size());
     attn.out = attn_out_.get();
-    attn.num_seqs = int(m);
     attn.n_heads = int(c.n_heads);
     attn.n_kv_heads = int(c.n_kv_heads);
     attn.head_dim = int(c.head_dim);
-    attn.max_blocks_per_seq = int(blocks_per_seq_);
-    attn.max_seq_len = max_position + 1;
     attn.scale = 1.0f / std::sqrt(float(c.head_dim));
-    paged_attention_decode(attn, attention_workspace_, stream_);
+    paged_attention_rows(attn, stream_);
     linear(layer.o, attn_out_.get(), m, proj_out_.get());
     rms_norm(hidden_.get(), proj_out_.get(), layer.mlp_norm.get(), normed_.get(), c.hidden,
              c.rms_eps, stream_, m);

@@ -8,9 +8,10 @@
 // positions [0, position[r]] of its sequence. Rows of a prompt therefore attend to each other
 // within one forward (a prompt's rows all write the cache before any attends).
 //
-// Prefill attention runs the decode kernel with one query per row (each reads its sequence's
-// keys from L2 again): correct and simple, not flash-style. The step is launched kernel by
-// kernel (no CUDA graph) and the picks go back to the host each forward.
+// Attention runs on tensor cores over tiles of up to 16 consecutive rows of one sequence
+// (paged_attention_rows.h): a prompt's keys are read once per tile and KV head, a decode row's
+// once per KV head. The step is launched kernel by kernel (no CUDA graph) and the picks go back
+// to the host each forward.
 //
 // The KV cache is bf16, max_seqs slots of max_tokens positions each (sequence s owns its own
 // run of blocks); a sequence slot is reused by writing position 0 again.
@@ -67,7 +68,6 @@ class CudaLlamaBatch {
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
   Fp8Workspace fp8_workspace_;
-  PagedAttentionWorkspace attention_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   std::vector<int32_t> host_rows_;  // [seq | token | position | sampled index] staging
   DeviceBuffer rows_, block_tables_, seq_lens_, picks_, inv_freq_;

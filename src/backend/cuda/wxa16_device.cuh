@@ -49,6 +49,36 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&a)[4], const __nv_bfloat1
                : "r"(address));
 }
 
+// The transposed load: lane t gets rows 2(t%4), 2(t%4)+1 of column t/4 of each 8×8 matrix (the
+// B fragment of a row-major [k][n] tile, e.g. attention's V).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&a)[4], const __nv_bfloat16* smem) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(address));
+}
+
+// Asynchronous global → shared copies (sm_80+), committed and awaited in groups.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
+}
+// src_bytes 0 fills the 16 bytes with zeros (rows past M, columns past K).
+__device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* global, int src_bytes) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_4(void* smem, const void* global) {
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(address), "l"(global));
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 template <int W>
 __device__ __forceinline__ uint32_t word_of(const uint4& q) {
   if constexpr (W == 0) return q.x;

@@ -54,23 +54,10 @@ struct StreamParams {
   int n_groups_int;
 };
 
-// Weights are read exactly once: cp.async.cg bypasses L1, and lands in a per-lane shared-memory
-// slot that only the same lane reads back, so no barrier is needed (a register double buffer
-// measured 1.2 TB/s: the copy from the prefetch registers stalled every iteration on its load).
-__device__ __forceinline__ void cp_async_16(void* smem, const void* global) {
-  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(address), "l"(global));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_4(void* smem, const void* global) {
-  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(address), "l"(global));
-}
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-
+// Weights are read exactly once: cp.async.cg (wxa16_device.cuh) bypasses L1, and lands in a
+// per-lane shared-memory slot that only the same lane reads back, so no barrier is needed (a
+// register double buffer measured 1.2 TB/s: the copy from the prefetch registers stalled every
+// iteration on its load).
 __device__ __forceinline__ int warp_ring_offset() {
   return int(threadIdx.x / 32) * kStages * kTilesPerWarp * 32;
 }
@@ -145,29 +132,28 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
     }
     cp_async_commit();
   };
-  // The first units' codes are requested before the x slice: the two latencies overlap.
-#pragma unroll
-  for (int st = 0; st < kStages - 1; ++st) issue(int(u_begin) + st);
-
-  // x[:, slice] into shared memory, zero past M and past K (padding codes then multiply 0).
+  // x[:, slice] into shared memory, zero past M and past K (padding codes then multiply 0). The
+  // slice is up to 64 rows × 1024 columns: loaded one vector at a time it cost each CTA a chain
+  // of L2 latencies before its first mma (measured at M = 64: 0.33 TB/s), so it travels by
+  // cp.async, every thread's vectors in flight at once, beside the first units' codes.
   const int64_t k0 = u_begin * KU;
   const int vectors_per_row = slice_cols / 8;
   for (int i = threadIdx.x; i < ROWS * vectors_per_row; i += kThreads) {
     const int r = i / vectors_per_row, c = (i % vectors_per_row) * 8;
     const int64_t k = k0 + c;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < p.m) {
+    __nv_bfloat16* dst = xs + r * stride + c;
+    const bool inside = r < p.m && k < p.k;
+    if (!inside || (p.x_vector && k + 8 <= p.k)) {
+      cp_async_16_zfill(dst, inside ? p.x + int64_t(r) * p.k + k : p.x, inside ? 16 : 0);
+    } else {
       const __nv_bfloat16* src = p.x + int64_t(r) * p.k + k;
-      if (p.x_vector && k + 8 <= p.k) {
-        v = *reinterpret_cast<const uint4*>(src);
-      } else {
-        __nv_bfloat16 e[8];
-        for (int j = 0; j < 8; ++j) e[j] = k + j < p.k ? src[j] : __float2bfloat16(0.0f);
-        v = *reinterpret_cast<const uint4*>(e);
-      }
+      for (int j = 0; j < 8; ++j) dst[j] = k + j < p.k ? src[j] : __float2bfloat16(0.0f);
     }
-    *reinterpret_cast<uint4*>(xs + r * stride + c) = v;
   }
+  cp_async_commit();
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) issue(int(u_begin) + st);
+  cp_async_wait<kStages - 1>();  // the x slice; the first units' codes may still be in flight
   __syncthreads();
 
   float acc[kTilesPerWarp][MT][4];

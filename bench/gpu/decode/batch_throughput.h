@@ -21,7 +21,8 @@ struct ThroughputOptions {
 
 // Prompts are random token ids (a fixed seed). Reports, for the median run: prefill input
 // tokens/s, decode output tokens/s (the steps after the first token), output tokens/s and total
-// tokens/s over the whole run, the decode step's ms, and the KV cache's bytes.
+// tokens/s over the whole run, the decode step's ms (CUDA graphs; and one run without them), and
+// the KV cache's bytes.
 nlohmann::json batch_throughput(const CudaLlama& model, const ThroughputOptions& options);
 
 }  // namespace nibble::cuda

@@ -54,7 +54,19 @@ CudaLlamaBatch::CudaLlamaBatch(const CudaLlama& model, CudaLlamaBatchLimits limi
 }
 
 CudaLlamaBatch::~CudaLlamaBatch() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
   if (stream_ != nullptr) cudaStreamDestroy(stream_);
+}
+
+void CudaLlamaBatch::discard_graphs() {
+  for (auto& [key, exec] : graphs_) NIBBLE_CUDA_CHECK(cudaGraphExecDestroy(exec));
+  graphs_.clear();
+  warmed_up_.clear();
+}
+
+void CudaLlamaBatch::set_cuda_graphs(bool on) {
+  use_graphs_ = on;
+  if (!on) discard_graphs();
 }
 
 size_t CudaLlamaBatch::kv_cache_bytes() const {
@@ -77,6 +89,71 @@ void CudaLlamaBatch::linear(const CudaLinear& w, const void* x, int64_t m, void*
                  w.rows, w.cols, m);
     dense_gemm_bf16(lt_, x, w.dense.get(), y, m, w.rows, w.cols, stream_);
   }
+}
+
+void CudaLlamaBatch::run_device(int64_t m, int64_t n_tiles, int64_t sampled) {
+  const CudaLlamaConfig& c = model_.config();
+  const int32_t* seq = rows_.get<int32_t>();
+  const int32_t* tokens = seq + m;
+  const int32_t* positions = seq + 2 * m;
+  const int32_t* sampled_rows = seq + 3 * m;
+  const auto* device_tiles = reinterpret_cast<const RowTile*>(seq + 4 * m);
+  row_block_tables(seq, m, int(blocks_per_seq_), block_tables_.get<int32_t>(), stream_);
+
+  const int64_t qkv_cols = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
+  embedding_lookup(model_.embedding.get(), tokens, c.hidden, hidden_.get(), stream_, m);
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    const CudaLlamaLayer& layer = model_.layers[size_t(l)];
+    // The previous layer's MLP output joins the residual inside the norm (none before layer 0).
+    rms_norm(hidden_.get(), l == 0 ? nullptr : proj_out_.get(), layer.attn_norm.get(),
+             normed_.get(), c.hidden, c.rms_eps, stream_, m);
+    linear(layer.qkv, normed_.get(), m, qkv_.get());
+    RopeCacheArgs rope;
+    rope.qkv = qkv_.get();
+    rope.inv_freq = inv_freq_.get<float>();
+    rope.position = positions;
+    rope.n_heads = int(c.n_heads);
+    rope.n_kv_heads = int(c.n_kv_heads);
+    rope.head_dim = int(c.head_dim);
+    rope.k_cache = k_cache_[size_t(l)].get();
+    rope.v_cache = v_cache_[size_t(l)].get();
+    rope.seq_len = seq_lens_.get<int32_t>();
+    rope.rows = int(m);
+    rope.block_tables = block_tables_.get<int32_t>();
+    rope.max_blocks_per_row = int(blocks_per_seq_);
+    rope_and_cache(rope, stream_);
+    PagedRowsAttentionArgs attn;
+    attn.q = qkv_.get();
+    attn.q_stride = qkv_cols;
+    attn.k_cache = k_cache_[size_t(l)].get();
+    attn.v_cache = v_cache_[size_t(l)].get();
+    attn.block_tables = block_tables_.get<int32_t>();
+    attn.max_blocks_per_row = int(blocks_per_seq_);
+    attn.tiles = device_tiles;
+    attn.n_tiles = int(n_tiles);
+    attn.out = attn_out_.get();
+    attn.n_heads = int(c.n_heads);
+    attn.n_kv_heads = int(c.n_kv_heads);
+    attn.head_dim = int(c.head_dim);
+    attn.scale = 1.0f / std::sqrt(float(c.head_dim));
+    paged_attention_rows(attn, stream_);
+    linear(layer.o, attn_out_.get(), m, proj_out_.get());
+    rms_norm(hidden_.get(), proj_out_.get(), layer.mlp_norm.get(), normed_.get(), c.hidden,
+             c.rms_eps, stream_, m);
+    linear(layer.gate_up, normed_.get(), m, gate_up_.get());
+    silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_, m);
+    linear(layer.down, act_.get(), m, proj_out_.get());
+  }
+  if (sampled == 0) return;
+  // Only the sampled rows go through the final norm and lm_head (a prompt wants one).
+  auto* residual = sampled_hidden_.get<__nv_bfloat16>();
+  auto* delta = residual + sampled * c.hidden;
+  gather_rows(hidden_.get(), sampled_rows, sampled, c.hidden, residual, stream_);
+  gather_rows(proj_out_.get(), sampled_rows, sampled, c.hidden, delta, stream_);
+  rms_norm(residual, delta, model_.final_norm.get(), normed_.get(), c.hidden, c.rms_eps, stream_,
+           sampled);
+  linear(model_.lm_head, normed_.get(), sampled, logits_.get());
+  argmax_rows(logits_.get(), sampled, c.vocab, picks_.get<int32_t>(), stream_);
 }
 
 std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& rows) {
@@ -118,71 +195,39 @@ std::vector<int32_t> CudaLlamaBatch::forward(const std::vector<CudaBatchRow>& ro
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(rows_.get(), host_rows_.data(),
                                     host_rows_.size() * sizeof(int32_t), cudaMemcpyHostToDevice,
                                     stream_));
-  const int32_t* seq = rows_.get<int32_t>();
-  const int32_t* tokens = seq + m;
-  const int32_t* positions = seq + 2 * m;
-  const int32_t* sampled_rows = seq + 3 * m;
-  const auto* device_tiles = reinterpret_cast<const RowTile*>(seq + 4 * m);
-  row_block_tables(seq, m, int(blocks_per_seq_), block_tables_.get<int32_t>(), stream_);
-
-  const int64_t qkv_cols = (c.n_heads + 2 * c.n_kv_heads) * c.head_dim;
-  embedding_lookup(model_.embedding.get(), tokens, c.hidden, hidden_.get(), stream_, m);
-  for (int64_t l = 0; l < c.n_layers; ++l) {
-    const CudaLlamaLayer& layer = model_.layers[size_t(l)];
-    // The previous layer's MLP output joins the residual inside the norm (none before layer 0).
-    rms_norm(hidden_.get(), l == 0 ? nullptr : proj_out_.get(), layer.attn_norm.get(),
-             normed_.get(), c.hidden, c.rms_eps, stream_, m);
-    linear(layer.qkv, normed_.get(), m, qkv_.get());
-    RopeCacheArgs rope;
-    rope.qkv = qkv_.get();
-    rope.inv_freq = inv_freq_.get<float>();
-    rope.position = positions;
-    rope.n_heads = int(c.n_heads);
-    rope.n_kv_heads = int(c.n_kv_heads);
-    rope.head_dim = int(c.head_dim);
-    rope.k_cache = k_cache_[size_t(l)].get();
-    rope.v_cache = v_cache_[size_t(l)].get();
-    rope.seq_len = seq_lens_.get<int32_t>();
-    rope.rows = int(m);
-    rope.block_tables = block_tables_.get<int32_t>();
-    rope.max_blocks_per_row = int(blocks_per_seq_);
-    rope_and_cache(rope, stream_);
-    PagedRowsAttentionArgs attn;
-    attn.q = qkv_.get();
-    attn.q_stride = qkv_cols;
-    attn.k_cache = k_cache_[size_t(l)].get();
-    attn.v_cache = v_cache_[size_t(l)].get();
-    attn.block_tables = block_tables_.get<int32_t>();
-    attn.max_blocks_per_row = int(blocks_per_seq_);
-    attn.tiles = device_tiles;
-    attn.n_tiles = int(tiles.size());
-    attn.out = attn_out_.get();
-    attn.n_heads = int(c.n_heads);
-    attn.n_kv_heads = int(c.n_kv_heads);
-    attn.head_dim = int(c.head_dim);
-    attn.scale = 1.0f / std::sqrt(float(c.head_dim));
-    paged_attention_rows(attn, stream_);
-    linear(layer.o, attn_out_.get(), m, proj_out_.get());
-    rms_norm(hidden_.get(), proj_out_.get(), layer.mlp_norm.get(), normed_.get(), c.hidden,
-             c.rms_eps, stream_, m);
-    linear(layer.gate_up, normed_.get(), m, gate_up_.get());
-    silu_mul(gate_up_.get(), act_.get(), c.intermediate, stream_, m);
-    linear(layer.down, act_.get(), m, proj_out_.get());
-  }
   last_sampled_ = sampled;
+  const GraphKey key{m, int64_t(tiles.size()), sampled};
+  if (!use_graphs_ || warmed_up_.count(key) == 0) {
+    // An eager forward may grow a workspace, which would leave captured graphs pointing at
+    // freed memory: it drops them, and its shape is warm (sized) for a capture next time.
+    discard_graphs();
+    warmed_up_.insert(key);
+    run_device(m, int64_t(tiles.size()), sampled);
+  } else {
+    auto graph = graphs_.find(key);
+    if (graph == graphs_.end()) {
+      cudaGraph_t captured = nullptr;
+      NIBBLE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        run_device(m, int64_t(tiles.size()), sampled);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &captured);
+        if (captured != nullptr) cudaGraphDestroy(captured);
+        throw;
+      }
+      NIBBLE_CUDA_CHECK(cudaStreamEndCapture(stream_, &captured));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t status = cudaGraphInstantiate(&exec, captured, 0);
+      cudaGraphDestroy(captured);
+      NIBBLE_CUDA_CHECK(status);
+      graph = graphs_.emplace(key, exec).first;
+    }
+    NIBBLE_CUDA_CHECK(cudaGraphLaunch(graph->second, stream_));
+  }
   if (sampled == 0) {
     NIBBLE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return {};
   }
-  // Only the sampled rows go through the final norm and lm_head (a prompt wants one).
-  auto* residual = sampled_hidden_.get<__nv_bfloat16>();
-  auto* delta = residual + sampled * c.hidden;
-  gather_rows(hidden_.get(), sampled_rows, sampled, c.hidden, residual, stream_);
-  gather_rows(proj_out_.get(), sampled_rows, sampled, c.hidden, delta, stream_);
-  rms_norm(residual, delta, model_.final_norm.get(), normed_.get(), c.hidden, c.rms_eps, stream_,
-           sampled);
-  linear(model_.lm_head, normed_.get(), sampled, logits_.get());
-  argmax_rows(logits_.get(), sampled, c.vocab, picks_.get<int32_t>(), stream_);
   std::vector<int32_t> picks(size_t(sampled), 0);
   NIBBLE_CUDA_CHECK(cudaMemcpyAsync(picks.data(), picks_.get(), picks.size() * sizeof(int32_t),
                                     cudaMemcpyDeviceToHost, stream_));

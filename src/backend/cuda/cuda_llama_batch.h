@@ -10,14 +10,20 @@
 //
 // Attention runs on tensor cores over tiles of up to 16 consecutive rows of one sequence
 // (paged_attention_rows.h): a prompt's keys are read once per tile and KV head, a decode row's
-// once per KV head. The step is launched kernel by kernel (no CUDA graph) and the picks go back
-// to the host each forward.
+// once per KV head. A forward's kernels are captured into a CUDA graph per shape (rows, tiles,
+// sampled rows) the second time that shape runs in a row and replayed after (a decode step of
+// a steady batch launches one graph instead of ~330 kernels); an eager forward of any other
+// shape drops the graphs, since it may grow a workspace they point into. The picks go back to
+// the host each forward.
 //
 // The KV cache is bf16, max_seqs slots of max_tokens positions each (sequence s owns its own
 // run of blocks); a sequence slot is reused by writing position 0 again.
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <map>
+#include <set>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/cuda_llama.h"
@@ -54,17 +60,26 @@ class CudaLlamaBatch {
   std::vector<float> sampled_logits() const;
   const CudaLlamaBatchLimits& limits() const { return limits_; }
   cudaStream_t stream() const { return stream_; }
+  // CUDA graphs on (the default) or off (every forward launches its kernels; drops the graphs).
+  void set_cuda_graphs(bool on);
   // Bytes of KV cache (all layers, K and V).
   size_t kv_cache_bytes() const;
 
  private:
+  using GraphKey = std::tuple<int64_t, int64_t, int64_t>;  // rows, tiles, sampled rows
   void linear(const CudaLinear& w, const void* x, int64_t m, void* y);
+  // Everything after the rows' upload: layers, then the sampled rows' logits and picks.
+  void run_device(int64_t m, int64_t n_tiles, int64_t sampled);
+  void discard_graphs();
 
   const CudaLlama& model_;
   CudaLlamaBatchLimits limits_;
   int64_t blocks_per_seq_ = 0;
   int64_t last_sampled_ = 0;
   cudaStream_t stream_ = nullptr;
+  bool use_graphs_ = true;
+  std::set<GraphKey> warmed_up_;  // shapes run eagerly since the graphs were last dropped
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
   Fp8Workspace fp8_workspace_;

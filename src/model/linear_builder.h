@@ -29,6 +29,12 @@ struct LinearBuildOptions {
   // Weight-only int4/int8 layers take int8 activations with one scale per weight group and the
   // integer kernels (W4A8 / W8A8), as llama.cpp computes its quantized types; off: x stays f32.
   bool int8_activations_for_weight_only = false;
+  // The output layer too (nibble's own, off as in SGLang): the online method quantizes lm_head,
+  // a tied model gets a quantized copy of its embedding as lm_head (the embedding itself stays
+  // for lookups), and a tied GGUF token_embd also serves as lm_head in its block type (an untied
+  // GGUF output runs in its type anyway). Decode reads lm_head every step: in bf16 it is half
+  // of a 1B model's bytes at 4 bits.
+  bool quantize_lm_head = false;
 };
 
 // The linear layer whose weight is the row-stack of `names` (each [rows[i], cols]): q/k/v and

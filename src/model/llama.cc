@@ -36,6 +36,7 @@ class LlamaModel final : public Model {
   }
   size_t weight_bytes() const override;
   size_t layer_weight_bytes() const override;
+  size_t step_weight_bytes() const override;
 
  private:
   struct Layer {
@@ -99,11 +100,14 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
   };
   embed_ = DenseMatrix(wt, vocab_, hidden_, load("model.embed_tokens.weight", {vocab_, hidden_}));
   // Some tied checkpoints still store lm_head.weight: the config decides. Online methods leave
-  // lm_head in the compute dtype, as SGLang does.
-  if (!config.tie_word_embeddings) {
+  // lm_head in the compute dtype, as SGLang does, unless quantize_lm_head asks otherwise (a
+  // tied model then gets a quantized copy of the embedding as its output layer).
+  if (!config.tie_word_embeddings || options.quantize_lm_head) {
     LinearBuildOptions head_options = options;
-    head_options.online = nullptr;
-    lm_head_ = build_linear(checkpoint, {"lm_head.weight"}, {vocab_}, hidden_, head_options);
+    if (!options.quantize_lm_head) head_options.online = nullptr;
+    const std::string head =
+        config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    lm_head_ = build_linear(checkpoint, {head}, {vocab_}, hidden_, head_options);
   }
   final_norm_ = load("model.norm.weight", {hidden_});
 
@@ -138,6 +142,11 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
 
 size_t LlamaModel::weight_bytes() const {
   return embed_.nbytes() + (lm_head_ ? lm_head_->nbytes() : 0) + final_norm_.size() * 4 +
+         layer_weight_bytes();
+}
+
+size_t LlamaModel::step_weight_bytes() const {
+  return (lm_head_ ? lm_head_->nbytes() : embed_.nbytes()) + final_norm_.size() * 4 +
          layer_weight_bytes();
 }
 

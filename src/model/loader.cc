@@ -169,6 +169,13 @@ std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType comput
   LinearBuildOptions options;
   options.compute = compute;
   options.int8_activations_for_weight_only = source.int8_activations_for_weight_only;
+  NIBBLE_CHECK(!source.quantize_lm_head || source.online_quantization || source.format == "gguf",
+               "{}: --quantize-lm-head quantizes the output layer with an online method "
+               "(--quantization / --torchao-config on an unquantized checkpoint) or runs a GGUF "
+               "file's tied embedding as lm_head in its block type; this model has neither "
+               "(quantization: {})",
+               source.path.string(), source.quantization.empty() ? "none" : source.quantization);
+  options.quantize_lm_head = source.quantize_lm_head;
   if (source.online_quantization) {
     auto method = quant::parse_online_method(source.quantization_flag, source.torchao_config);
     NIBBLE_CHECK(method.has_value(), "{}: online method {} is no longer known",

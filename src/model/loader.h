@@ -51,6 +51,9 @@ struct ModelSource {
   std::string quantization_flag, torchao_config;  // as given
   // --cpu-int8-activations: weight-only int4/int8 layers run as W4A8 / W8A8 on the CPU.
   bool int8_activations_for_weight_only = false;
+  // --quantize-lm-head (LinearBuildOptions::quantize_lm_head): needs an online method or a GGUF
+  // file; build_model refuses it otherwise.
+  bool quantize_lm_head = false;
   // Set when the linears were already quantized in this process: build_model calls it instead
   // of reading the checkpoint's linears (the dependency points up, from quantize/, by injection).
   std::function<std::unique_ptr<Model>(const ModelSource&, ComputeType)> model_builder;

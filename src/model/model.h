@@ -46,6 +46,9 @@ class Model {
   virtual size_t weight_bytes() const = 0;
   // The part of weight_bytes() in the transformer blocks (what quantization shrinks).
   virtual size_t layer_weight_bytes() const = 0;
+  // Bytes of weights one decode step reads: every layer and the output layer, not the
+  // embedding table (a step looks up one row) unless it is also the output layer.
+  virtual size_t step_weight_bytes() const { return weight_bytes(); }
 };
 
 // Builds a Llama-family model (llama, mistral, qwen2 with q/k/v bias, qwen3 with q/k RMSNorm)

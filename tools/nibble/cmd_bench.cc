@@ -125,12 +125,12 @@ int run_bench(const BenchOptions& o) {
   const double prefill = median(prefill_rates);
   const double decode = median(decode_rates);
   const double bandwidth = measure_read_bandwidth();
-  // Bytes a decode step must read: all weights, plus on average half the KV
-  // cache written so far.
+  // Bytes a decode step must read: the layers and the output layer (not an untied embedding
+  // table, of which a step reads one row), plus on average half the KV cache written so far.
   const double kv_bytes = 2.0 * config.num_hidden_layers * config.num_key_value_heads *
                           config.head_dim * double(kv_dtype_bytes(kv.dtype)) *
                           (o.prompt_tokens + o.gen_tokens / 2.0);
-  const double bytes_per_token = double(model->weight_bytes()) + kv_bytes;
+  const double bytes_per_token = double(model->step_weight_bytes()) + kv_bytes;
   const double bound = bandwidth / bytes_per_token;
   nlohmann::json j = {{"model", source.path.string()},
                       {"dtype", compute == ComputeType::F32 ? "float32" : "bfloat16"},
@@ -147,6 +147,7 @@ int run_bench(const BenchOptions& o) {
                       {"decode_fraction_of_bound", decode / bound},
                       {"quantization", source.quantization},
                       {"weight_bytes", model->weight_bytes()},
+                      {"step_weight_bytes", model->step_weight_bytes()},
                       {"load_seconds", load_s},
                       {"load_peak_anon_bytes", load_memory.peak_anon_bytes() - before.anon_bytes},
                       {"load_peak_rss_bytes", load_memory.peak_rss_bytes()},

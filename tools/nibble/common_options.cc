@@ -43,6 +43,13 @@ void ModelOptions::add(CLI::App& app) {
                "on the integer kernels (W4A8/W8A8) with int8 activations scaled per weight "
                "group (GGUF: blocks of 32), as llama.cpp does: faster decode, and a small "
                "change of the numerics");
+  app.add_flag(
+      "--quantize-lm-head", quantize_lm_head,
+      "quantize the output layer too (SGLang leaves it unquantized): with an online "
+      "--quantization / --torchao-config, lm_head (or a quantized copy of a tied "
+      "embedding) takes the same method; a GGUF file's tied token_embd serves as lm_head in its "
+      "block type. "
+      "Faster decode (lm_head is read every step), more quantization error");
 }
 
 std::string ModelOptions::effective_quantization() const {
@@ -65,6 +72,7 @@ KvCacheSpec ModelOptions::kv_cache(const ModelSource& source) const {
 ModelSource ModelOptions::open() const {
   ModelSource source = open_model_source(resolved_path(), effective_quantization(), torchao_config);
   source.int8_activations_for_weight_only = cpu_int8_activations;
+  source.quantize_lm_head = quantize_lm_head;
   quantize::prepare_quantize_and_serve(source, modelopt());
   return source;
 }

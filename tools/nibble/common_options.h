@@ -27,6 +27,7 @@ struct ModelOptions {
   std::string modelopt_quant;  // SGLang's --modelopt-quant fp8 | nvfp4
   bool quantize_and_serve = false;
   bool cpu_int8_activations = false;
+  bool quantize_lm_head = false;
   // --quantization with --modelopt-quant / --quantize-and-serve folded in.
   std::string effective_quantization() const;
   void add(CLI::App& app);

@@ -1,6 +1,7 @@
 #include "model/llama.h"
 
 #include <fmt/ranges.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -108,6 +109,13 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
     const std::string head =
         config.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
     lm_head_ = build_linear(checkpoint, {head}, {vocab_}, hidden_, head_options);
+    // A tied copy that the method left dense (a shape it does not take, a GGUF embedding in
+    // F16) would only duplicate the embedding: the embedding stays the output layer.
+    if (config.tie_word_embeddings && lm_head_->nbytes() >= embed_.nbytes()) {
+      spdlog::warn("{}: --quantize-lm-head: the tied output layer stays unquantized ({})", src,
+                   lm_head_->describe());
+      lm_head_.reset();
+    }
   }
   final_norm_ = load("model.norm.weight", {hidden_});
 

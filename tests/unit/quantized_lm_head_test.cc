@@ -129,6 +129,20 @@ INSTANTIATE_TEST_SUITE_P(LmHead, QuantizedLmHead, ::testing::Values(false, true)
                            return param_info.param ? "tied" : "untied";
                          });
 
+// int4wo-128 does not take K = 64 (torchao leaves such a layer dense): the tied model keeps its
+// embedding as the output layer instead of holding a dense copy of it.
+TEST(QuantizedLmHeadFlag, TiedHeadTheMethodLeavesDenseIsNotDuplicated) {
+  ModelSource source = tiny_source(/*tied=*/true, "");
+  source.quantization = "int4wo-128";
+  source.torchao_config = "int4wo-128";
+  source.online_quantization = true;
+  auto a = build_model(source, ComputeType::F32);
+  source.quantize_lm_head = true;
+  auto b = build_model(source, ComputeType::F32);
+  EXPECT_EQ(b->weight_bytes(), a->weight_bytes());
+  EXPECT_EQ(b->step_weight_bytes(), a->step_weight_bytes());
+}
+
 TEST(QuantizedLmHeadFlag, NeedsAnOnlineMethodOrAGgufFile) {
   ModelSource s = tiny_source(/*tied=*/true, "");
   s.quantize_lm_head = true;

@@ -58,6 +58,7 @@ class LlamaModel final : public Model {
   int64_t hidden_, head_dim_, n_heads_, n_kv_heads_, intermediate_, vocab_;
   DenseMatrix embed_;
   std::unique_ptr<LinearWeight> lm_head_;  // null when tied to embed_
+  bool embed_from_head_ = false;           // embedding rows come from lm_head_ (GGUF, tied)
   std::vector<float> final_norm_;
   std::vector<Layer> layers_;
   std::vector<float> inv_freq_;
@@ -115,6 +116,15 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
       spdlog::warn("{}: --quantize-lm-head: the tied output layer stays unquantized ({})", src,
                    lm_head_->describe());
       lm_head_.reset();
+    }
+    // Without an online method a smaller tied head holds the GGUF file's own blocks: its rows
+    // are the embedding's rows (the same dequantization), so lookups read the head and the
+    // dense table is dropped. An online copy is not the embedding: the table stays.
+    std::vector<float> probe(static_cast<size_t>(hidden_));
+    if (config.tie_word_embeddings && lm_head_ && !options.online &&
+        lm_head_->weight_row(0, probe.data())) {
+      embed_ = DenseMatrix();
+      embed_from_head_ = true;
     }
   }
   final_norm_ = load("model.norm.weight", {hidden_});
@@ -313,7 +323,12 @@ void LlamaModel::run(const ForwardBatch& batch, KvCache& cache, std::vector<floa
   cos_.resize(size_t(n_tokens * half));
   sin_.resize(cos_.size());
   for (int64_t t = 0; t < n_tokens; ++t) {
-    embed_.row_f32(batch.token_ids[size_t(t)], x_.data() + t * hidden_);
+    const int32_t token = batch.token_ids[size_t(t)];
+    if (embed_from_head_) {
+      lm_head_->weight_row(token, x_.data() + t * hidden_);
+    } else {
+      embed_.row_f32(token, x_.data() + t * hidden_);
+    }
     rope_cos_sin(inv_freq_, positions_[size_t(t)], cos_.data() + t * half, sin_.data() + t * half);
   }
 

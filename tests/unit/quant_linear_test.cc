@@ -137,6 +137,29 @@ void check_linear(const quant::QuantizedTensor& w, const quant::ActQuant& scheme
     EXPECT_NE(description.find(expect_in_description), std::string::npos)
         << what << ": " << description;
   }
+  // weight_row gives the weight forward multiplies by: the reference dequantization up to the
+  // rounding of one f32 product and sum (d·q + mn with mn = -d·z rounded: a few units in the
+  // last place of the row's largest weight near zero-valued ones), for every layout that keeps
+  // K in order (act-order rows are not in K order and give none).
+  {
+    std::vector<float> row(static_cast<size_t>(k));
+    double worst = 0.0;
+    int64_t rows_given = 0;
+    for (int64_t r = 0; r < n; ++r) {
+      if (!layer->weight_row(r, row.data())) break;
+      ++rows_given;
+      double largest = 0.0;
+      for (int64_t c = 0; c < k; ++c)
+        largest = std::max(largest, double(std::fabs(dense[size_t(r * k + c)])));
+      for (int64_t c = 0; c < k; ++c) {
+        const double want = dense[size_t(r * k + c)];
+        worst = std::max(worst, std::fabs(row[size_t(c)] - want) /
+                                    (4.0 * kUnitRoundoff * (std::fabs(want) + largest) + 1e-30));
+      }
+    }
+    EXPECT_EQ(rows_given, w.g_idx.empty() ? n : 0) << what << " [" << layer->describe() << "]";
+    EXPECT_LE(worst, 1.0) << what << " [" << layer->describe() << "]: weight_row";
+  }
   std::vector<double> row_max(size_t(n), 0.0);
   for (int64_t r = 0; r < n; ++r)
     for (int64_t c = 0; c < k; ++c)

@@ -17,6 +17,10 @@ class DenseLinear final : public LinearWeight {
   void forward(const float* x, int64_t m_rows, const float* bias, float* y) const override {
     linear(matrix_, bias, x, m_rows, y);
   }
+  bool weight_row(int64_t n, float* out) const override {
+    matrix_.row_f32(n, out);
+    return true;
+  }
 
  private:
   DenseMatrix matrix_;

@@ -27,6 +27,14 @@ class LinearWeight {
   // y[m, N] = x[m, K] · Wᵀ (+ bias[N]); x and y densely packed; multithreaded over
   // ThreadPool::global(). Activation quantization, if the scheme has one, happens inside.
   virtual void forward(const float* x, int64_t m_rows, const float* bias, float* y) const = 0;
+  // Row n of the weight that forward multiplies by, as f32 in out[K], when the layout can give
+  // it (false otherwise): an output layer holding a GGUF embedding's blocks also serves the
+  // embedding's row lookups.
+  virtual bool weight_row(int64_t n, float* out) const {
+    (void)n;
+    (void)out;
+    return false;
+  }
 };
 
 std::unique_ptr<LinearWeight> make_dense_linear(DenseMatrix matrix);

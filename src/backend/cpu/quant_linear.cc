@@ -155,6 +155,22 @@ class PackedLinear final : public LinearWeight {
     });
   }
 
+  // The kernels' weight: d_g · value(code) + mn_g in f32, U4Sym's - 8 inside value. Rows stored
+  // in act-order are not in K order: no row lookups from them.
+  bool weight_row(int64_t n, float* out) const override {
+    if (!w_.k_permutation.empty() || n < 0 || n >= w_.rows) return false;
+    const QuantMatmulArgs a = w_.kernel_args();
+    const uint8_t* row = a.codes + n * a.code_row_bytes;
+    for (int64_t k = 0; k < w_.cols; ++k) {
+      const int64_t g = n * a.n_groups + k / a.group_size;
+      float w = quant_code_value(a.codes_kind, quant_packed_code(a, row, k)) *
+                quant_param(a.scales, a.params_f16, g);
+      if (a.mins) w += quant_param(a.mins, a.params_f16, g);
+      out[k] = w;
+    }
+    return true;
+  }
+
  private:
   PackedQuantWeight w_;
   quant::ActQuant act_;
@@ -185,6 +201,10 @@ class DequantizedLinear final : public LinearWeight {
     x_fake.resize(size_t(m_rows * matrix_.cols()));
     fake_quantize_activations(act_, x, m_rows, matrix_.cols(), x_fake.data());
     linear(matrix_, bias, x_fake.data(), m_rows, y);
+  }
+  bool weight_row(int64_t n, float* out) const override {
+    matrix_.row_f32(n, out);
+    return true;
   }
 
  private:

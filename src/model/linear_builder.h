@@ -31,13 +31,10 @@ struct LinearBuildOptions {
   bool int8_activations_for_weight_only = false;
   // The output layer too (nibble's own, off as in SGLang): the online method quantizes lm_head,
   // a tied model gets a quantized copy of its embedding as lm_head (the embedding itself stays
-  // for lookups). Decode reads lm_head every step: in bf16 it is half of a 1B model's bytes at
-  // 4 bits.
+  // for lookups), and a tied GGUF token_embd also serves as lm_head in its block type (an untied
+  // GGUF output runs in its type anyway). Decode reads lm_head every step: in bf16 it is half
+  // of a 1B model's bytes at 4 bits.
   bool quantize_lm_head = false;
-  // GGUF files: a tied token_embd stored in a block type runs as lm_head in that type, and the
-  // embedding lookups read the same blocks (no dense table), as llama.cpp runs it. The weights
-  // are the ones a dense table would hold; memory and the step's bytes halve.
-  bool tied_head_in_file_blocks = false;
 };
 
 // The linear layer whose weight is the row-stack of `names` (each [rows[i], cols]): q/k/v and

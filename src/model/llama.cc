@@ -104,8 +104,7 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
   // Some tied checkpoints still store lm_head.weight: the config decides. Online methods leave
   // lm_head in the compute dtype, as SGLang does, unless quantize_lm_head asks otherwise (a
   // tied model then gets a quantized copy of the embedding as its output layer).
-  const bool tied = config.tie_word_embeddings;
-  if (!tied || options.quantize_lm_head || (options.tied_head_in_file_blocks && !options.online)) {
+  if (!config.tie_word_embeddings || options.quantize_lm_head) {
     LinearBuildOptions head_options = options;
     if (!options.quantize_lm_head) head_options.online = nullptr;
     const std::string head =
@@ -113,18 +112,17 @@ LlamaModel::LlamaModel(const ModelConfig& config, const Checkpoint& checkpoint,
     lm_head_ = build_linear(checkpoint, {head}, {vocab_}, hidden_, head_options);
     // A tied copy that the method left dense (a shape it does not take, a GGUF embedding in
     // F16) would only duplicate the embedding: the embedding stays the output layer.
-    if (tied && lm_head_->nbytes() >= embed_.nbytes()) {
-      if (options.quantize_lm_head) {
-        spdlog::warn("{}: --quantize-lm-head: the tied output layer stays unquantized ({})", src,
-                     lm_head_->describe());
-      }
+    if (config.tie_word_embeddings && lm_head_->nbytes() >= embed_.nbytes()) {
+      spdlog::warn("{}: --quantize-lm-head: the tied output layer stays unquantized ({})", src,
+                   lm_head_->describe());
       lm_head_.reset();
     }
     // Without an online method a smaller tied head holds the GGUF file's own blocks: its rows
     // are the embedding's rows (the same dequantization), so lookups read the head and the
     // dense table is dropped. An online copy is not the embedding: the table stays.
     std::vector<float> probe(static_cast<size_t>(hidden_));
-    if (tied && lm_head_ && !options.online && lm_head_->weight_row(0, probe.data())) {
+    if (config.tie_word_embeddings && lm_head_ && !options.online &&
+        lm_head_->weight_row(0, probe.data())) {
       embed_ = DenseMatrix();
       embed_from_head_ = true;
     }

@@ -171,12 +171,11 @@ std::unique_ptr<Model> build_model(const ModelSource& source, ComputeType comput
   options.int8_activations_for_weight_only = source.int8_activations_for_weight_only;
   NIBBLE_CHECK(!source.quantize_lm_head || source.online_quantization || source.format == "gguf",
                "{}: --quantize-lm-head quantizes the output layer with an online method "
-               "(--quantization / --torchao-config on an unquantized checkpoint), and this model "
-               "has none (quantization: {}); a GGUF file runs its output in its block type "
-               "without the flag",
+               "(--quantization / --torchao-config on an unquantized checkpoint) or runs a GGUF "
+               "file's tied embedding as lm_head in its block type; this model has neither "
+               "(quantization: {})",
                source.path.string(), source.quantization.empty() ? "none" : source.quantization);
   options.quantize_lm_head = source.quantize_lm_head;
-  options.tied_head_in_file_blocks = source.format == "gguf";
   if (source.online_quantization) {
     auto method = quant::parse_online_method(source.quantization_flag, source.torchao_config);
     NIBBLE_CHECK(method.has_value(), "{}: online method {} is no longer known",

@@ -47,9 +47,9 @@ void ModelOptions::add(CLI::App& app) {
       "--quantize-lm-head", quantize_lm_head,
       "quantize the output layer too (SGLang leaves it unquantized): with an online "
       "--quantization / --torchao-config, lm_head (or a quantized copy of a tied "
-      "embedding) takes the same method (GGUF files already run their output, tied or not, "
-      "in its block type). Faster decode (lm_head is read every step), more quantization "
-      "error");
+      "embedding) takes the same method; a GGUF file's tied token_embd serves as lm_head in its "
+      "block type. "
+      "Faster decode (lm_head is read every step), more quantization error");
 }
 
 std::string ModelOptions::effective_quantization() const {

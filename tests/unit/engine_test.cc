@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "formats/memory_checkpoint.h"
 #include "model/loader.h"
+#include "random_checkpoint.h"
 #include "runtime/generator.h"
 #include "runtime/request.h"
 #include "tokenizer/synthetic_tokenizer.h"
@@ -25,21 +26,8 @@ namespace {
 
 using nlohmann::json;
 
-std::mt19937& rng() {
-  static std::mt19937 gen(std::random_device{}());
-  return gen;
-}
-
-// Normal(offset, scale) values for a tensor of `shape`.
-void add_random(MemoryCheckpoint& ck, const std::string& name, std::vector<int64_t> shape,
-                float scale, float offset = 0) {
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = offset + scale * dist(rng());
-  ck.add_f32(name, std::move(shape), v);
-}
+using test_util::add_random;
+using test_util::rng;
 
 ModelConfig tiny_config() {
   ModelConfig c;

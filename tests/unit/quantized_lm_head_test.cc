@@ -13,25 +13,14 @@
 #include "core/error.h"
 #include "formats/memory_checkpoint.h"
 #include "model/loader.h"
+#include "random_checkpoint.h"
 #include "runtime/kv_cache.h"
 
 namespace nibble {
 namespace {
 
-std::mt19937& rng() {
-  static std::mt19937 gen(std::random_device{}());
-  return gen;
-}
-
-void add_random(MemoryCheckpoint& ck, const std::string& name, std::vector<int64_t> shape,
-                float scale, float offset = 0.0f) {
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = offset + scale * dist(rng());
-  ck.add_f32(name, std::move(shape), v);
-}
+using test_util::add_random;
+using test_util::rng;
 
 ModelSource tiny_source(bool tied, const std::string& quantization) {
   ModelConfig c;

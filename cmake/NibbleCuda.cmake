@@ -48,14 +48,17 @@ add_library(nibble_quant_reference STATIC
   ${PROJECT_SOURCE_DIR}/src/quant/reference/fp8.cc
   ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_dequant.cc
   ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_kquant.cc
-  ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_types.cc)
+  ${PROJECT_SOURCE_DIR}/src/formats/gguf/gguf_types.cc
+  ${PROJECT_SOURCE_DIR}/src/quantize/linear_algebra.cc
+  ${PROJECT_SOURCE_DIR}/src/quantize/vector_ops.cc)
 target_include_directories(nibble_quant_reference PUBLIC ${PROJECT_SOURCE_DIR}/src)
 target_link_libraries(nibble_quant_reference PUBLIC nibble_gpu_headers)
 
 file(GLOB NIBBLE_CUDA_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/src/backend/cuda/*.cu)
 add_library(nibble_cuda STATIC ${NIBBLE_CUDA_SOURCES})
 target_include_directories(nibble_cuda PUBLIC ${PROJECT_SOURCE_DIR}/src)
-target_link_libraries(nibble_cuda PUBLIC nibble_quant_reference CUDA::cudart CUDA::cublasLt)
+target_link_libraries(nibble_cuda PUBLIC nibble_quant_reference CUDA::cudart CUDA::cublasLt
+                      CUDA::cublas CUDA::cusolver)
 target_compile_options(nibble_cuda PRIVATE ${NIBBLE_CUDA_WARNINGS})
 
 file(GLOB NIBBLE_GPU_TEST_SOURCES CONFIGURE_DEPENDS ${PROJECT_SOURCE_DIR}/tests/gpu/*.cu
@@ -74,6 +77,7 @@ set_target_properties(nibble_gpu_bench PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PRO
 # End-to-end batch-1 decode of a Llama safetensors checkpoint on the GPU (bench/gpu/decode).
 add_executable(nibble_gpu_decode ${PROJECT_SOURCE_DIR}/bench/gpu/decode/nibble_gpu_decode.cc
   ${PROJECT_SOURCE_DIR}/bench/gpu/decode/batch_throughput.cc
+  ${PROJECT_SOURCE_DIR}/bench/gpu/decode/gptq_scheme.cc
   ${PROJECT_SOURCE_DIR}/src/formats/safetensors/safetensors_file.cc
   ${PROJECT_SOURCE_DIR}/src/core/mapped_file.cc ${PROJECT_SOURCE_DIR}/src/core/dtype.cc)
 target_link_libraries(nibble_gpu_decode PRIVATE nibble_cuda)

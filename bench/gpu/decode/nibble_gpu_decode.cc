@@ -2,7 +2,8 @@
 // every weight on the GPU (src/backend/cuda/cuda_llama.h), for end-to-end checks and the
 // gpt-fast protocol (a 5-token prompt, 200 new tokens).
 //
-//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w8a16|fp8] [--group-size 128]
+//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w4a16-gptq|w8a16|fp8]
+//       [--group-size 128] [--gptq-samples 128 --gptq-seqlen 2048 --gptq-chunk 8]
 //       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
 //       [--dump-logits FILE --dump-steps 32] [--json FILE]
 //       [--gemv-ctas-per-sm N] [--gemv-units-per-split N] [--attention-min-partition N]
@@ -17,10 +18,12 @@
 // lm_head included, at load with symmetric RTN int4 (per-group scales, group 128:
 // quant::quantize_rtn_int) into the W4A16 kernel layout; w4a16-ref runs the same int4 weights
 // dequantized to bf16 through the dense path (the reference the w4a16 kernels must match);
-// w8a16 is symmetric RTN int8 with one scale per output row (torchao's int8wo) on the W8A16
-// kernels; fp8 is e4m3 weights with one scale per output row and dynamic per-token e4m3
-// activations (nibble's --quantization fp8): the bulk-copy GEMV on Hopper (which quantizes the
-// activations itself), cuBLASLt otherwise; both copies of the codes are held.
+// w4a16-gptq quantizes the decoder linears with GPTQ on the GPU instead (gptq_scheme.h; lm_head
+// as w4a16) and reports its time under "gptq"; w8a16 is symmetric RTN int8 with one scale per
+// output row (torchao's int8wo) on the W8A16 kernels; fp8 is e4m3 weights with one scale per output
+// row and dynamic per-token e4m3 activations (nibble's --quantization fp8): the bulk-copy GEMV on
+// Hopper (which quantizes the activations itself), cuBLASLt otherwise; both copies of the codes are
+// held.
 //
 // Prints one JSON object: the generated tokens and timings (CUDA events; the first run is a
 // warm-up that also captures the graph; tokens/s = new tokens / the median run's time, prefill
@@ -61,6 +64,7 @@
 #include "batch_throughput.h"
 #include "core/error.h"
 #include "formats/safetensors/safetensors_file.h"
+#include "gptq_scheme.h"
 #include "quant/reference/quantize.h"
 
 namespace nibble::cuda {
@@ -95,6 +99,7 @@ struct Options {
   std::vector<int32_t> sweep_fusion;
   std::vector<int32_t> sweep_attention_partition;
   ThroughputOptions throughput{.requests = 0};  // requests 0: not run
+  GptqSchemeOptions gptq;
 };
 
 std::vector<int32_t> parse_tokens(const std::string& text) {
@@ -123,6 +128,12 @@ Options parse_options(int argc, char** argv) {
       o.model = value();
     } else if (arg == "--scheme") {
       o.scheme = value();
+    } else if (arg == "--gptq-samples") {
+      o.gptq.samples = std::stoll(value());
+    } else if (arg == "--gptq-seqlen") {
+      o.gptq.seqlen = std::stoll(value());
+    } else if (arg == "--gptq-chunk") {
+      o.gptq.samples_per_chunk = std::stoll(value());
     } else if (arg == "--group-size") {
       o.group_size = std::stol(value());
     } else if (arg == "--prompt-tokens") {
@@ -181,8 +192,8 @@ Options parse_options(int argc, char** argv) {
   }
   NIBBLE_CHECK(!o.model.empty(), "--model DIR is required");
   NIBBLE_CHECK(o.scheme == "bf16" || o.scheme == "w4a16" || o.scheme == "w4a16-ref" ||
-                   o.scheme == "w8a16" || o.scheme == "fp8",
-               "--scheme {} (bf16, w4a16, w4a16-ref, w8a16 or fp8)", o.scheme);
+                   o.scheme == "w4a16-gptq" || o.scheme == "w8a16" || o.scheme == "fp8",
+               "--scheme {} (bf16, w4a16, w4a16-ref, w4a16-gptq, w8a16 or fp8)", o.scheme);
   NIBBLE_CHECK(!o.prompt.empty() && o.new_tokens >= 1 && o.runs >= 1 && o.dump_steps >= 0,
                "need a prompt, --new-tokens ≥ 1, --runs ≥ 1 and --dump-steps ≥ 0");
   NIBBLE_CHECK(o.profile_steps >= 0 && o.profile_steps < o.new_tokens,
@@ -291,11 +302,12 @@ DeviceBuffer upload_vector(const SafetensorsTensor& t) {
 }
 
 // Rows of several bf16 tensors stacked into one linear (q|k|v, gate|up), in the chosen scheme.
-CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const Options& o) {
+CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const Options& o,
+                       const std::string& scheme) {
   CudaLinear w;
   w.cols = parts[0]->shape[1];
   for (const SafetensorsTensor* p : parts) w.rows += p->shape[0];
-  if (o.scheme == "bf16") {
+  if (scheme == "bf16") {
     w.dense.resize(size_t(w.rows * w.cols * 2));
     size_t offset = 0;
     for (const SafetensorsTensor* p : parts) {
@@ -314,7 +326,7 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
       std::memcpy(&values[at++], &word, sizeof(float));
     }
   }
-  if (o.scheme == "fp8") {
+  if (scheme == "fp8") {
     const quant::QuantizedTensor q =
         quant::quantize_fp8_e4m3(values, w.rows, w.cols, quant::Fp8Granularity::PerChannel);
     w.fp8 = std::make_unique<Fp8Weight>(prepare_fp8_weight(q, parts[0]->name.c_str()));
@@ -322,7 +334,7 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
     w.fp8_gemv = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
     return w;
   }
-  if (o.scheme == "w8a16") {
+  if (scheme == "w8a16") {
     const quant::QuantizedTensor q = quant::quantize_rtn_int(
         values, w.rows, w.cols, quant::RtnIntOptions{.bits = 8, .group_size = -1});
     w.quantized = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
@@ -333,7 +345,7 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
       quant::RtnIntOptions{.bits = 4, .group_size = o.group_size, .symmetric = true});
   values = {};
   auto packed = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
-  if (o.scheme == "w4a16") {
+  if (scheme == "w4a16") {
     w.quantized = std::move(packed);
     return w;
   }
@@ -392,7 +404,12 @@ void load(CudaLlama& model, const Checkpoint& ckpt, bool tied, const Options& o)
         i = next++;
       }
       try {
-        *jobs[i].target = make_linear(jobs[i].parts, o);
+        // w4a16-gptq: the decoder linears stay bf16 for GPTQ; lm_head takes w4a16's RTN.
+        const bool is_head = jobs[i].target == &model.lm_head;
+        const std::string scheme = o.scheme != "w4a16-gptq" ? o.scheme
+                                   : is_head                ? std::string("w4a16")
+                                                            : std::string("bf16");
+        *jobs[i].target = make_linear(jobs[i].parts, o, scheme);
       } catch (const std::exception& e) {
         std::lock_guard lock(mutex);
         error = e.what();
@@ -531,10 +548,17 @@ int run(int argc, char** argv) {
   NIBBLE_CUDA_CHECK(cudaDeviceSynchronize());
   const double load_s =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count();
+  json gptq;
+  if (o.scheme == "w4a16-gptq") {
+    GptqSchemeOptions g = o.gptq;
+    g.group_size = o.group_size;
+    gptq = apply_gptq_scheme(model, g);
+  }
 
   json out;
   out["scheme"] = o.scheme;
-  out["group_size"] = o.scheme == "w4a16" || o.scheme == "w4a16-ref" ? o.group_size : 0;
+  out["group_size"] = o.scheme.starts_with("w4a16") ? o.group_size : 0;
+  if (!gptq.is_null()) out["gptq"] = gptq;
   out["cuda_graph"] = o.use_graph;
   out["load_s"] = load_s;
   out["step_weight_bytes"] = model.step_weight_bytes();

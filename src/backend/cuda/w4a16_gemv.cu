@@ -241,14 +241,22 @@ __global__ void __launch_bounds__(kThreads) wxa16_gemv_kernel(GemvParams p) {
   __threadfence();
   const int col_begin = blockIdx.x * kColsPerBlock;
   const int cols = min(kColsPerBlock, p.partial_ld - col_begin);
-  const size_t slice_elems = size_t(p.m) * p.partial_ld;
-  for (int i = threadIdx.x; i < p.m * cols; i += kThreads) {
-    const int row = i / cols, col = col_begin + i % cols;
-    const float* cell = p.partial + size_t(row) * p.partial_ld + col;
-    float sum = 0.0f;
+  if constexpr (MB == 1) {
+    // One row: a cell per thread and the splits four at a time keep as many loads in flight as
+    // the batched reduction, without its registers (which cost this instantiation occupancy:
+    // measured 10.5 → 14.3 µs on 4096×6144 at M = 1).
+    const size_t slice_elems = size_t(p.m) * p.partial_ld;
+    for (int i = threadIdx.x; i < p.m * cols; i += kThreads) {
+      const int row = i / cols, col = col_begin + i % cols;
+      const float* cell = p.partial + size_t(row) * p.partial_ld + col;
+      float sum = 0.0f;
 #pragma unroll 4
-    for (int s = 0; s < p.splits; ++s) sum += __ldcg(cell + s * slice_elems);
-    if (col < p.n) p.y[size_t(row) * p.n + col] = __float2bfloat16(sum);
+      for (int s = 0; s < p.splits; ++s) sum += __ldcg(cell + s * slice_elems);
+      if (col < p.n) p.y[size_t(row) * p.n + col] = __float2bfloat16(sum);
+    }
+  } else {
+    reduce_split_slices<kThreads>(p.partial, int64_t(p.m) * p.partial_ld, p.splits, p.m,
+                                  p.partial_ld, col_begin, cols, p.y, p.n);
   }
   if (threadIdx.x == 0) p.counters[blockIdx.x] = 0;
 }

@@ -204,4 +204,65 @@ __device__ __forceinline__ void stage_x_permuted(__nv_bfloat16* xs, int stride,
                             [&](int r, int kk) { return load8_bf16(x, r, kk, k, x_vector); });
 }
 
+// The split-K epilogue: y[row][col] = Σ_s partial[s][row][col] for rows < m and the `cols`
+// columns from col_begin (both multiples of 4, as is ld), summed in split order from zero so that
+// the result does not depend on which CTA finished last. Each thread keeps kBatch float4 cells of
+// four splits in flight: a loop over one cell at a time waits an L2 round trip per cell (64 rows
+// × 256 columns is ~64 dependent round trips per thread at M = 64), and one over one split at a
+// time waits one per split (the decode GEMV runs up to 16 splits at M = 1).
+template <int kThreads>
+__device__ __forceinline__ void reduce_split_slices(const float* __restrict__ partial,
+                                                    int64_t slice_elems, int splits, int m,
+                                                    int64_t ld, int64_t col_begin, int64_t cols,
+                                                    __nv_bfloat16* __restrict__ y, int64_t n) {
+  constexpr int kBatch = 4, kSplits = 4;
+  const int64_t quads_per_row = cols / 4;
+  const int64_t quads = int64_t(m) * quads_per_row;
+  for (int64_t base = 0; base < quads; base += int64_t(kThreads) * kBatch) {
+    float4 sum[kBatch];
+    int64_t offset[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int64_t q = base + int64_t(b) * kThreads + threadIdx.x;
+      offset[b] = q < quads ? (q / quads_per_row) * ld + col_begin + (q % quads_per_row) * 4 : -1;
+      sum[b] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    for (int s0 = 0; s0 < splits; s0 += kSplits) {
+      float4 v[kBatch][kSplits];
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int j = 0; j < kSplits; ++j) {
+          const bool live = offset[b] >= 0 && s0 + j < splits;
+          v[b][j] = live ? __ldcg(reinterpret_cast<const float4*>(
+                               partial + int64_t(s0 + j) * slice_elems + offset[b]))
+                         : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        }
+      }
+#pragma unroll
+      for (int b = 0; b < kBatch; ++b) {
+#pragma unroll
+        for (int j = 0; j < kSplits; ++j) {
+          if (s0 + j >= splits) break;
+          sum[b].x += v[b][j].x;
+          sum[b].y += v[b][j].y;
+          sum[b].z += v[b][j].z;
+          sum[b].w += v[b][j].w;
+        }
+      }
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (offset[b] < 0) continue;
+      const int64_t row = offset[b] / ld, col = offset[b] % ld;
+      __nv_bfloat16* out = y + row * n + col;
+      const float e[4] = {sum[b].x, sum[b].y, sum[b].z, sum[b].w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (col + j < n) out[j] = __float2bfloat16(e[j]);
+      }
+    }
+  }
+}
+
 }  // namespace nibble::cuda::wxa16_detail

@@ -278,15 +278,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 2 : 1) wxa16_stream_kernel
   __threadfence();
   const int64_t col_begin = int64_t(col_block) * kTilesPerBlock * 8;
   const int64_t cols = min(int64_t(kTilesPerBlock * 8), p.partial_ld - col_begin);
-  const int64_t slice_elems = int64_t(p.m) * p.partial_ld;
-  for (int64_t i = threadIdx.x; i < p.m * cols; i += kThreads) {
-    const int64_t row = i / cols, col = col_begin + i % cols;
-    const float* cell = p.partial + row * p.partial_ld + col;
-    float sum = 0.0f;
-#pragma unroll 4
-    for (int s = 0; s < p.splits; ++s) sum += __ldcg(cell + s * slice_elems);
-    if (col < p.n) p.y[row * p.n + col] = __float2bfloat16(sum);
-  }
+  reduce_split_slices<kThreads>(p.partial, int64_t(p.m) * p.partial_ld, p.splits, p.m, p.partial_ld,
+                                col_begin, cols, p.y, p.n);
   if (threadIdx.x == 0) p.counters[col_block] = 0;
 }
 

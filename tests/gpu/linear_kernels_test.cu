@@ -10,9 +10,12 @@
 //    fewer bits (abs = 2^-9) and the fallback scaling adds one bf16 rounding (rel = 2^-7).
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 
+#include "backend/cuda/device_properties.h"
 #include "backend/cuda/fp8_linear.h"
 #include "backend/cuda/llama_kernels.h"
 #include "backend/cuda/lt_gemm.h"
@@ -71,6 +74,7 @@ struct IntCase {
   quant::ScaleDType scale_dtype;
   int64_t n, k;
   std::vector<int64_t> ms;
+  bool act_order = false;  // a shuffled g_idx (GPTQ desc_act): every group its size, scattered
 };
 
 // A random weight quantized by the reference RTN quantizer, with scales rounded to the tagged
@@ -83,6 +87,13 @@ QuantizedTensor random_int_weight(const IntCase& c) {
     if (c.scale_dtype == quant::ScaleDType::BF16) s = bf16_round(s);
   }
   t.scale_dtype = c.scale_dtype;
+  if (c.act_order) {
+    std::vector<int64_t> order(size_t(c.k));
+    std::iota(order.begin(), order.end(), 0);
+    std::shuffle(order.begin(), order.end(), rng());
+    t.g_idx.assign(size_t(c.k), 0);
+    for (int64_t i = 0; i < c.k; ++i) t.g_idx[size_t(order[size_t(i)])] = int32_t(i / c.group);
+  }
   return t;
 }
 
@@ -95,7 +106,12 @@ void run_int_case(const IntCase& c) {
   const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(t, "test weight");
   const std::vector<float> deq = quant::dequantize(t);
 
-  // The bf16 dequantization is exact up to the one rounding of each weight to bf16.
+  // The bf16 dequantization is exact up to the one rounding of each weight to bf16 (stored
+  // column j of an act-order weight is input column perm[j]).
+  std::vector<int32_t> perm(size_t(c.k));
+  std::iota(perm.begin(), perm.end(), 0);
+  GPU_EXPECT(c.act_order == (w.input_perm.bytes() > 0), "input_perm present iff act-order");
+  if (w.input_perm.bytes() > 0) perm = to_host<int32_t>(w.input_perm, size_t(c.k));
   {
     DeviceBuffer out(size_t(w.n_tiles * 8 * w.padded_cols()) * 2);
     poison(out);
@@ -105,7 +121,7 @@ void run_int_case(const IntCase& c) {
     for (int64_t n = 0; n < c.n; ++n) {
       for (int64_t k = 0; k < c.k; ++k) {
         const float got = __bfloat162float(host[size_t(n * w.padded_cols() + k)]);
-        if (!(got == bf16_round(deq[size_t(n * c.k + k)]))) ++mismatches;
+        if (!(got == bf16_round(deq[size_t(n * c.k + perm[size_t(k)])]))) ++mismatches;
       }
     }
     GPU_EXPECT(mismatches == 0,
@@ -128,9 +144,10 @@ void run_int_case(const IntCase& c) {
         poison(dy);
         cuda::wxa16_linear(lt(), w, dx.get(), m, dy.get(), ws, nullptr, path);
         char what[160];
-        std::snprintf(what, sizeof(what), "W%dA16 %s g%lld %s N=%lld K=%lld M=%lld %s#%d", c.bits,
-                      c.symmetric ? "sym" : "asym", (long long)c.group, dtype_name(c.scale_dtype),
-                      (long long)c.n, (long long)c.k, (long long)m,
+        std::snprintf(what, sizeof(what), "W%dA16 %s g%lld%s %s N=%lld K=%lld M=%lld %s#%d", c.bits,
+                      c.symmetric ? "sym" : "asym", (long long)c.group,
+                      c.act_order ? " act-order" : "", dtype_name(c.scale_dtype), (long long)c.n,
+                      (long long)c.k, (long long)m,
                       path == cuda::WxA16Path::BulkGemv ? "bulk-gemv"
                       : path == cuda::WxA16Path::Gemv   ? "gemv"
                       : path == cuda::WxA16Path::Stream ? "stream"
@@ -158,6 +175,9 @@ GPU_TEST(w4a16_matches_reference) {
       {4, false, 32, D::BF16, 1001, 1184, {2, 8, 9}},
       {4, true, 128, D::BF16, 28 * 8 + 3, 14336, {1, 4, 12}},
       {4, false, 64, D::F32, 136, 8192, {1, 16}},
+      // Act-order: x gathered into the stored column order on every path.
+      {4, true, 128, D::F16, 520, 1024, {1, 5, 16, 64, 200}, true},
+      {4, false, 32, D::BF16, 264, 2080, {3, 40}, true},
   };
   for (const auto& c : cases) run_int_case(c);
 }
@@ -165,10 +185,9 @@ GPU_TEST(w4a16_matches_reference) {
 GPU_TEST(w8a16_matches_reference) {
   using D = quant::ScaleDType;
   const IntCase cases[] = {
-      {8, true, -1, D::BF16, 1000, 4096, {1, 16, 64}},
-      {8, false, 64, D::F16, 301, 999, {9}},
-      {8, true, 128, D::F32, 512, 1024, {2}},
-      {8, true, 32, D::F16, 96, 4096, {17}},
+      {8, true, -1, D::BF16, 1000, 4096, {1, 16, 64}}, {8, false, 64, D::F16, 301, 999, {9}},
+      {8, true, 128, D::F32, 512, 1024, {2}},          {8, true, 32, D::F16, 96, 4096, {17}},
+      {8, false, 64, D::F16, 136, 1024, {1, 9}, true},
   };
   for (const auto& c : cases) run_int_case(c);
 }
@@ -398,11 +417,12 @@ GPU_TEST(wxa16_bulk_gemv_fused_inputs) {
   }
 }
 
-GPU_TEST(wxa16_refuses_act_order_with_the_tensor_name) {
+GPU_TEST(wxa16_refuses_scattered_groups_with_the_tensor_name) {
   IntCase c{4, true, 128, quant::ScaleDType::F16, 16, 256, {}};
   QuantizedTensor t = random_int_weight(c);
-  t.g_idx.assign(size_t(t.cols), 0);
-  for (int64_t k = 0; k < t.cols; ++k) t.g_idx[size_t(k)] = int32_t(k / 128);
+  // 129 columns in group 0: not GPTQ's act-order layout.
+  t.g_idx.assign(size_t(t.cols), 1);
+  for (int64_t k = 0; k <= 128; ++k) t.g_idx[size_t(k)] = 0;
   std::string message;
   try {
     cuda::prepare_wxa16_weight(t, "layers.0.mlp.down_proj");
@@ -412,6 +432,23 @@ GPU_TEST(wxa16_refuses_act_order_with_the_tensor_name) {
   GPU_EXPECT(message.find("layers.0.mlp.down_proj") != std::string::npos &&
                  message.find("g_idx") != std::string::npos,
              "message: '%s'", message.c_str());
+}
+
+// An act-order weight takes no fused input (the fusion stages x in the input's order) and
+// refuses an ungathered plain x on the bulk path.
+GPU_TEST(wxa16_act_order_refuses_ungathered_input) {
+  if (cuda::device_properties().major < 9) return;
+  IntCase c{4, true, 128, quant::ScaleDType::F16, 64, 256, {}, true};
+  const cuda::WxA16Weight w = cuda::prepare_wxa16_weight(random_int_weight(c), "act-order");
+  GPU_EXPECT(!cuda::wxa16_bulk_gemv_fuses(w, 1), "an act-order weight offers the fused input");
+  DeviceBuffer x(256 * 2), y(64 * 2);
+  std::string message;
+  try {
+    cuda::wxa16_bulk_gemv(w, x.get(), 1, y.get(), nullptr);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  GPU_EXPECT(message.find("act-order") != std::string::npos, "message: '%s'", message.c_str());
 }
 
 // CPU twin of quantize_fp8_per_token: the same f32 operations.

@@ -27,6 +27,7 @@ nlohmann::json apply_gptq_scheme(CudaLlama& model, const GptqSchemeOptions& o) {
   solver.bits = 4;
   solver.group_size = o.group_size;
   solver.symmetric = true;
+  solver.act_order = o.act_order;
   std::fprintf(stderr, "GPTQ: %lld layers, %lld samples of %lld tokens\n",
                static_cast<long long>(c.n_layers), static_cast<long long>(o.samples),
                static_cast<long long>(o.seqlen));
@@ -79,6 +80,7 @@ nlohmann::json apply_gptq_scheme(CudaLlama& model, const GptqSchemeOptions& o) {
           {"seqlen", o.seqlen},
           {"samples_per_chunk", o.samples_per_chunk},
           {"group_size", o.group_size},
+          {"act_order", o.act_order},
           {"max_damp_percent", max_damp}};
 }
 

@@ -4,6 +4,7 @@
 //
 //   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w4a16-gptq|w8a16|fp8]
 //       [--group-size 128] [--gptq-samples 128 --gptq-seqlen 2048 --gptq-chunk 8]
+//       [--gptq-act-order]
 //       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
 //       [--dump-logits FILE --dump-steps 32] [--json FILE]
 //       [--gemv-ctas-per-sm N] [--gemv-units-per-split N] [--attention-min-partition N]
@@ -132,6 +133,8 @@ Options parse_options(int argc, char** argv) {
       o.gptq.samples = std::stoll(value());
     } else if (arg == "--gptq-seqlen") {
       o.gptq.seqlen = std::stoll(value());
+    } else if (arg == "--gptq-act-order") {
+      o.gptq.act_order = true;
     } else if (arg == "--gptq-chunk") {
       o.gptq.samples_per_chunk = std::stoll(value());
     } else if (arg == "--group-size") {

@@ -318,6 +318,7 @@ void w4a16_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, WxA16Wo
                 cudaStream_t stream) {
   NIBBLE_CHECK(wxa16_gemv_supports(w, m), "w4a16_gemv: {}-bit weight [{}, {}] with M = {}", w.bits,
                w.rows, w.cols, m);
+  x = wxa16_permuted_input(w, x, m, ws, stream);
   const WxA16GemvTuning& tuning = wxa16_gemv_tuning();
   const int64_t kUnitCols = w.unit_cols();
   const int64_t pairs = (w.n_tiles + 1) / 2;

@@ -614,7 +614,7 @@ bool wxa16_bulk_gemv_supports(const WxA16Weight& w, int64_t m) {
 }
 
 bool wxa16_bulk_gemv_fuses(const WxA16Weight& w, int64_t m) {
-  return wxa16_bulk_gemv_supports(w, m) && w.cols % 8 == 0;
+  return wxa16_bulk_gemv_supports(w, m) && w.cols % 8 == 0 && w.input_perm.bytes() == 0;
 }
 
 void wxa16_bulk_gemv(const WxA16Weight& w, const void* x, int64_t m, void* y, cudaStream_t stream) {
@@ -628,6 +628,11 @@ void wxa16_bulk_gemv(const WxA16Weight& w, const WxA16Input& input, int64_t m, v
   NIBBLE_CHECK(wxa16_bulk_gemv_supports(w, m),
                "wxa16_bulk_gemv: {}-bit weight [{}, {}] with M = {} (needs sm_90, M ≤ {})", w.bits,
                w.rows, w.cols, m, kMaxM);
+  NIBBLE_CHECK(
+      w.input_perm.bytes() == 0 || (input.kind == WxA16Input::Kind::Plain && input.permuted),
+      "wxa16_bulk_gemv: an act-order weight [{}, {}] needs x gathered into its column "
+      "order first (wxa16_permuted_input; wxa16_linear does it)",
+      w.rows, w.cols);
   const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
   if (input.kind != WxA16Input::Kind::Plain) {
     NIBBLE_CHECK(wxa16_bulk_gemv_fuses(w, m) && aligned(input.x) && aligned(input.delta) &&

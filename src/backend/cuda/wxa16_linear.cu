@@ -437,6 +437,26 @@ void wxa16_dequantize(const WxA16Weight& w, void* out, cudaStream_t stream) {
   NIBBLE_CUDA_CHECK_LAUNCH("wxa16_dequantize_kernel");
 }
 
+static __global__ void gather_columns_kernel(const __nv_bfloat16* x, const int32_t* perm, int64_t k,
+                                             __nv_bfloat16* out) {
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t row = blockIdx.y;
+  if (j < k) out[row * k + j] = x[row * k + perm[j]];
+}
+
+const void* wxa16_permuted_input(const WxA16Weight& w, const void* x, int64_t m, WxA16Workspace& ws,
+                                 cudaStream_t stream) {
+  if (w.input_perm.bytes() == 0) return x;
+  NIBBLE_CHECK(m > 0 && m <= 65535, "wxa16_permuted_input: {} rows", m);
+  ws.permuted_x.ensure(size_t(m * w.cols) * 2);
+  const dim3 grid{unsigned((w.cols + 255) / 256), unsigned(m), 1u};
+  gather_columns_kernel<<<grid, 256, 0, stream>>>(static_cast<const __nv_bfloat16*>(x),
+                                                  w.input_perm.get<int32_t>(), w.cols,
+                                                  ws.permuted_x.get<__nv_bfloat16>());
+  NIBBLE_CUDA_CHECK_LAUNCH("gather_columns_kernel");
+  return ws.permuted_x.get();
+}
+
 void wxa16_linear(LtGemm& lt, const WxA16Weight& w, const void* x, int64_t m, void* y,
                   WxA16Workspace& ws, cudaStream_t stream, WxA16Path path) {
   NIBBLE_CHECK(m > 0, "wxa16_linear: {} rows of activations", m);
@@ -446,13 +466,19 @@ void wxa16_linear(LtGemm& lt, const WxA16Weight& w, const void* x, int64_t m, vo
            : m <= kWxA16StreamMaxM                                    ? WxA16Path::Stream
                                                                       : WxA16Path::DequantGemm;
   }
-  if (path == WxA16Path::BulkGemv) return wxa16_bulk_gemv(w, x, m, y, stream);
+  if (path == WxA16Path::Gemv && !w.fp8) return w4a16_gemv(w, x, m, y, ws, stream);
+  x = wxa16_permuted_input(w, x, m, ws, stream);
+  if (path == WxA16Path::BulkGemv) {
+    WxA16Input input;
+    input.x = x;
+    input.permuted = true;
+    return wxa16_bulk_gemv(w, input, m, y, stream);
+  }
   NIBBLE_CHECK(
       !w.fp8,
       "wxa16_linear: fp8 codes run only on the BulkGemv path (sm_90, M <= 8; here M = {}); "
       "use fp8_linear",
       m);
-  if (path == WxA16Path::Gemv) return w4a16_gemv(w, x, m, y, ws, stream);
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   auto* yb = static_cast<__nv_bfloat16*>(y);
   if (path == WxA16Path::Stream) {

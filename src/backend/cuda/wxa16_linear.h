@@ -54,6 +54,10 @@ struct WxA16Weight {
   DeviceBuffer codes;   // [n_tiles][k_units][32 lanes][16 bytes]
   DeviceBuffer scales;  // [n_tiles][n_groups][8] of scale_type (0 for padding rows)
   DeviceBuffer zeros;   // [n_tiles][n_groups][8] uint8, empty when symmetric
+  // Act-order (GPTQ desc_act): the weight's columns are stored sorted by group, so that every
+  // group is a contiguous run as the kernels expect; input_perm[j] (int32 [K]) is the input
+  // column that stored column j multiplies. Empty for weights without g_idx.
+  DeviceBuffer input_perm;
 
   int unit_cols() const { return bits == 4 ? 128 : 64; }
   int64_t padded_cols() const { return k_units * unit_cols(); }
@@ -64,7 +68,9 @@ struct WxA16Weight {
 // Repacks a QuantizedTensor with elem Int4/UInt4/Int8/UInt8 (or Fp8E4M3, see `fp8`), one scale per
 // row per group
 // (group size a multiple of 16 that divides or is a multiple of KU, or per-channel), integer or
-// no zeros, no act-order. Anything else is an Error naming `what`.
+// no zeros. A g_idx (act-order) must give every group exactly its group size of columns (the last
+// group the rest), as GPTQ writes it; the columns are then stored in group order (input_perm).
+// Anything else is an Error naming `what`.
 WxA16Weight prepare_wxa16_weight(const quant::QuantizedTensor& weight, const char* what);
 
 // Scratch owned by the caller (one per stream); grown on first use.
@@ -72,7 +78,13 @@ struct WxA16Workspace {
   DeviceBuffer partial_sums;  // f32 [splits][M][n_tiles * 8]: one slice per split-K split
   DeviceBuffer counters;      // int per column block, all zero between calls
   DeviceBuffer dequantized;   // bf16 [n_tiles * 8][padded_cols] for the DequantGemm path
+  DeviceBuffer permuted_x;    // bf16 [M][K]: x in an act-order weight's column order
 };
+
+// x in the weight's stored column order: for an act-order weight, x gathered by input_perm into
+// workspace.permuted_x; x itself otherwise. wxa16_linear and w4a16_gemv call it themselves.
+const void* wxa16_permuted_input(const WxA16Weight& weight, const void* x, int64_t m,
+                                 WxA16Workspace& workspace, cudaStream_t stream);
 
 enum class WxA16Path : uint8_t { Auto, BulkGemv, Gemv, Stream, DequantGemm };
 
@@ -108,6 +120,9 @@ struct WxA16Input {
   const void* norm_weight = nullptr;
   void* residual_out = nullptr;
   float eps = 1e-5f;
+  // Plain x already gathered into an act-order weight's column order (wxa16_permuted_input); an
+  // act-order weight refuses any other input.
+  bool permuted = false;
 };
 
 // Whether the BulkGemv path takes this weight at this M (sm_90+, groups as for Gemv, M ≤ 8, x and
@@ -116,7 +131,8 @@ bool wxa16_bulk_gemv_supports(const WxA16Weight& weight, int64_t m);
 // The BulkGemv path alone (Error when !wxa16_bulk_gemv_supports).
 void wxa16_bulk_gemv(const WxA16Weight& weight, const void* x, int64_t m, void* y,
                      cudaStream_t stream);
-// Whether BulkGemv also takes the fused inputs for this weight (supported and K a multiple of 8).
+// Whether BulkGemv also takes the fused inputs for this weight (supported, K a multiple of 8, no
+// act-order).
 bool wxa16_bulk_gemv_fuses(const WxA16Weight& weight, int64_t m);
 // BulkGemv of a (fused) input; Error when the path or the fusion is not supported, or when the
 // fused input's pointers are not 16-byte aligned or residual_out is x.

@@ -3,6 +3,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <numeric>
 #include <vector>
 
 #include "backend/cuda/wxa16_linear.h"
@@ -32,10 +33,42 @@ bool fits(const std::vector<float>& values, ToNarrow to_narrow, ToFloat to_float
   });
 }
 
+// An act-order tensor with its columns stored in group order (g_idx dropped) and the input
+// column of each stored column. GPTQ's g_idx gives each group exactly group-size columns (the
+// last the rest), so sorting by group makes every group one aligned run, as the kernels need.
+QuantizedTensor sorted_by_group(const QuantizedTensor& t, std::vector<int32_t>& perm,
+                                const char* what) {
+  const int64_t g = t.scale_block_cols;
+  perm.resize(size_t(t.cols));
+  std::iota(perm.begin(), perm.end(), 0);
+  std::stable_sort(perm.begin(), perm.end(),
+                   [&](int32_t a, int32_t b) { return t.g_idx[size_t(a)] < t.g_idx[size_t(b)]; });
+  for (int64_t j = 0; j < t.cols; ++j) {
+    const int32_t group = t.g_idx[size_t(perm[size_t(j)])];
+    NIBBLE_CHECK(group == j / g,
+                 "{}: g_idx does not give each group {} columns (group {} has a column at sorted "
+                 "position {}); the CUDA kernels need GPTQ's act-order layout",
+                 what, g, group, j);
+  }
+  QuantizedTensor sorted = t;
+  sorted.g_idx.clear();
+  for (int64_t n = 0; n < t.rows; ++n)
+    for (int64_t j = 0; j < t.cols; ++j)
+      quant::set_code(sorted, n, j, quant::get_code(t, n, perm[size_t(j)]));
+  return sorted;
+}
+
 }  // namespace
 
 WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
   quant::validate(t, what);
+  if (!t.g_idx.empty()) {
+    std::vector<int32_t> perm;
+    WxA16Weight w = prepare_wxa16_weight(sorted_by_group(t, perm, what), what);
+    w.input_perm.resize(perm.size() * sizeof(int32_t));
+    w.input_perm.upload(perm.data(), w.input_perm.bytes());
+    return w;
+  }
   WxA16Weight w;
   bool is_signed = false;
   switch (t.elem) {
@@ -48,9 +81,6 @@ WxA16Weight prepare_wxa16_weight(const QuantizedTensor& t, const char* what) {
       fail("{}: the CUDA weight-only kernel takes int4/uint4/int8/uint8/fp8_e4m3 codes, not {}",
            what, quant::elem_name(t.elem));
   }
-  NIBBLE_CHECK(t.g_idx.empty(),
-               "{}: act-order (g_idx) weights are not supported by the CUDA W{}A16 kernel yet",
-               what, w.bits);
   NIBBLE_CHECK(t.zero_kind != quant::ZeroKind::Float,
                "{}: float zero points are not supported by the CUDA W{}A16 kernel", what, w.bits);
   NIBBLE_CHECK(!(is_signed && t.zero_kind == quant::ZeroKind::Integer),

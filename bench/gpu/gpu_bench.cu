@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "backend/cuda/fp8_linear.h"
+#include "backend/cuda/int8_linear.h"
 #include "backend/cuda/lt_gemm.h"
 #include "backend/cuda/paged_attention.h"
 #include "backend/cuda/paged_attention_rows.h"
@@ -274,6 +275,21 @@ void bench_shape(LtGemm& lt, int64_t k, int64_t n, const std::vector<int64_t>& m
         report(name, k, n, m, us, first.stream_bytes(),
                path == WxA16Path::Stream ? "stream" : "dequant+lt");
       }
+    }
+  }
+  if (wanted("int8")) {
+    // W8A8 int8 (per-channel weights, per-token activations quantized in the call).
+    const Int8Weight first = prepare_int8_weight(random_int_weight(8, n, k, -1, 17), "int8");
+    std::vector<Int8Weight> w;
+    for (size_t c = 0; c < copies_for(first.codes.bytes()); ++c) {
+      w.push_back(prepare_int8_weight(random_int_weight(8, n, k, -1, 17), "int8"));
+    }
+    Int8Workspace ws;
+    for (int64_t m : ms) {
+      const float us = median_us(
+          [&](size_t c) { int8_linear(lt, w[c], x.get(), m, y.get(), ws, nullptr); }, w.size());
+      report("nibble_w8a8_int8_with_act_quant", k, n, m, us, first.codes.bytes(),
+             "quant+gemm+scale");
     }
   }
   if (wanted("fp8")) {

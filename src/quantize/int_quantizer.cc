@@ -77,29 +77,11 @@ inline int32_t quantize_value(double w, float scale, int32_t zero, int32_t maxq)
   return std::clamp(int32_t(std::nearbyint(w / double(scale))) + zero, 0, maxq);
 }
 
-// Codes (unsigned, with zero) → the canonical QuantizedTensor the loaders produce: signed codes
-// and no zeros when every zero is 2^(b−1), trivial g_idx dropped.
 QuantizedTensor make_tensor(int64_t rows, int64_t cols, int64_t group, const IntQuantOptions& o,
                             const std::vector<int32_t>& codes_nk, const std::vector<float>& scales,
                             const std::vector<int32_t>& zeros, std::vector<int32_t> g_idx) {
-  QuantizedTensor t;
-  t.rows = rows;
-  t.cols = cols;
-  t.elem = quant::unsigned_int_type(o.bits, "quantize bits");
-  t.zero_kind = quant::ZeroKind::Integer;
-  t.scale_dtype = o.scale_dtype;
-  quant::allocate_codes(t);
-  quant::set_scale_layout(t, 1, group);
-  NIBBLE_CHECK(int64_t(scales.size()) == rows * t.scale_cols, "quantize: internal scale count");
-  t.scales = scales;
-  t.int_zeros = zeros;
-  for (int64_t n = 0; n < rows; ++n)
-    for (int64_t k = 0; k < cols; ++k)
-      quant::set_code(t, n, k, uint32_t(codes_nk[size_t(n * cols + k)]));
-  t.g_idx = std::move(g_idx);
-  quant::make_signed_if_symmetric(t);
-  if (!t.g_idx.empty()) quant::drop_trivial_g_idx(t);
-  return t;
+  return quant::int_tensor_from_codes(rows, cols, group, o.bits, o.scale_dtype, codes_nk, scales,
+                                      zeros, std::move(g_idx));
 }
 
 void check_shape(std::span<const float> w, int64_t rows, int64_t cols, const char* what) {

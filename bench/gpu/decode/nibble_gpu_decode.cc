@@ -2,7 +2,7 @@
 // every weight on the GPU (src/backend/cuda/cuda_llama.h), for end-to-end checks and the
 // gpt-fast protocol (a 5-token prompt, 200 new tokens).
 //
-//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w4a16-gptq|w8a16|fp8]
+//   nibble_gpu_decode --model DIR [--scheme bf16|w4a16|w4a16-ref|w4a16-gptq|w8a16|fp8|w8a8-int8]
 //       [--group-size 128] [--gptq-samples 128 --gptq-seqlen 2048 --gptq-chunk 8]
 //       [--gptq-act-order]
 //       [--prompt-tokens 1,2,3,4,5] [--new-tokens 200] [--runs 3] [--disable-cuda-graph]
@@ -195,8 +195,10 @@ Options parse_options(int argc, char** argv) {
   }
   NIBBLE_CHECK(!o.model.empty(), "--model DIR is required");
   NIBBLE_CHECK(o.scheme == "bf16" || o.scheme == "w4a16" || o.scheme == "w4a16-ref" ||
-                   o.scheme == "w4a16-gptq" || o.scheme == "w8a16" || o.scheme == "fp8",
-               "--scheme {} (bf16, w4a16, w4a16-ref, w4a16-gptq, w8a16 or fp8)", o.scheme);
+                   o.scheme == "w4a16-gptq" || o.scheme == "w8a16" || o.scheme == "fp8" ||
+                   o.scheme == "w8a8-int8",
+               "--scheme {} (bf16, w4a16, w4a16-ref, w4a16-gptq, w8a16, fp8 or w8a8-int8)",
+               o.scheme);
   NIBBLE_CHECK(!o.prompt.empty() && o.new_tokens >= 1 && o.runs >= 1 && o.dump_steps >= 0,
                "need a prompt, --new-tokens ≥ 1, --runs ≥ 1 and --dump-steps ≥ 0");
   NIBBLE_CHECK(o.profile_steps >= 0 && o.profile_steps < o.new_tokens,
@@ -335,6 +337,12 @@ CudaLinear make_linear(const std::vector<const SafetensorsTensor*>& parts, const
     w.fp8 = std::make_unique<Fp8Weight>(prepare_fp8_weight(q, parts[0]->name.c_str()));
     // The same codes in the bulk-copy GEMV's layout for batch-1 steps (a second copy).
     w.fp8_gemv = std::make_unique<WxA16Weight>(prepare_wxa16_weight(q, parts[0]->name.c_str()));
+    return w;
+  }
+  if (scheme == "w8a8-int8") {
+    const quant::QuantizedTensor q = quant::quantize_rtn_int(
+        values, w.rows, w.cols, quant::RtnIntOptions{.bits = 8, .group_size = -1});
+    w.int8 = std::make_unique<Int8Weight>(prepare_int8_weight(q, parts[0]->name.c_str()));
     return w;
   }
   if (scheme == "w8a16") {

@@ -24,6 +24,10 @@ void check_linear(const CudaLinear& w, int64_t rows, int64_t cols, const char* w
     NIBBLE_CHECK(w.fp8->rows == rows && w.fp8->cols == cols,
                  "layer {} {}: fp8 weight is [{}, {}], expected [{}, {}]", layer, what, w.fp8->rows,
                  w.fp8->cols, rows, cols);
+  } else if (w.int8) {
+    NIBBLE_CHECK(w.int8->rows == rows && w.int8->cols == cols,
+                 "layer {} {}: int8 weight is [{}, {}], expected [{}, {}]", layer, what,
+                 w.int8->rows, w.int8->cols, rows, cols);
   } else {
     NIBBLE_CHECK(w.dense.bytes() == size_t(rows * cols * 2),
                  "layer {} {}: dense weight has {} bytes, expected bf16 [{}, {}]", layer, what,
@@ -128,6 +132,8 @@ void CudaLlama::linear(const CudaLinear& w, const void* x, void* y, const char* 
     wxa16_bulk_gemv(*fp8, x, 1, y, stream_);
   } else if (w.fp8) {
     fp8_linear(lt_, *w.fp8, x, 1, y, fp8_workspace_, Fp8Options{}, stream_);
+  } else if (w.int8) {
+    int8_linear(lt_, *w.int8, x, 1, y, int8_workspace_, stream_);
   } else {
     dense_gemm_bf16(lt_, x, w.dense.get(), y, 1, w.rows, w.cols, stream_);
   }

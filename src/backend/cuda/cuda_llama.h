@@ -19,6 +19,7 @@
 
 #include "backend/cuda/device_buffer.h"
 #include "backend/cuda/fp8_linear.h"
+#include "backend/cuda/int8_linear.h"
 #include "backend/cuda/lt_gemm.h"
 #include "backend/cuda/paged_attention.h"
 #include "backend/cuda/wxa16_linear.h"
@@ -47,10 +48,12 @@ struct CudaLinear {
   // Optional second copy of FP8 codes in the bulk-copy GEMV's layout (wxa16_linear.h, `fp8`),
   // used for the batch-1 step where that path runs.
   std::unique_ptr<WxA16Weight> fp8_gemv;
+  std::unique_ptr<Int8Weight> int8;  // non-null for W8A8 int8 (cuBLASLt)
 
   size_t weight_bytes() const {
     if (quantized) return quantized->stream_bytes();
     if (fp8) return fp8->codes.bytes() + fp8->scales.bytes();
+    if (int8) return int8->codes.bytes() + int8->scales.bytes();
     return dense.bytes();
   }
 };
@@ -141,6 +144,7 @@ class CudaLlama {
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
   Fp8Workspace fp8_workspace_;
+  Int8Workspace int8_workspace_;
   PagedAttentionWorkspace attention_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   DeviceBuffer block_table_, seq_len_, position_dev_, token_, history_, inv_freq_, argmax_scratch_;

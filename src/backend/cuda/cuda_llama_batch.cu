@@ -82,6 +82,8 @@ void CudaLlamaBatch::linear(const CudaLinear& w, const void* x, int64_t m, void*
     wxa16_bulk_gemv(*w.fp8_gemv, x, m, y, stream_);
   } else if (w.fp8) {
     fp8_linear(lt_, *w.fp8, x, m, y, fp8_workspace_, Fp8Options{}, stream_);
+  } else if (w.int8) {
+    int8_linear(lt_, *w.int8, x, m, y, int8_workspace_, stream_);
   } else {
     NIBBLE_CHECK(w.dense.bytes() > 0,
                  "CudaLlamaBatch: a linear of [{}, {}] has no weight for {} "

@@ -83,6 +83,7 @@ class CudaLlamaBatch {
   LtGemm lt_;
   WxA16Workspace wxa16_workspace_;
   Fp8Workspace fp8_workspace_;
+  Int8Workspace int8_workspace_;
   std::vector<DeviceBuffer> k_cache_, v_cache_;
   std::vector<int32_t> host_rows_;  // [seq | token | position | sampled index] staging
   DeviceBuffer rows_, block_tables_, seq_lens_, picks_, inv_freq_;

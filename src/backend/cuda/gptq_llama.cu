@@ -127,7 +127,7 @@ class CalibrationForward {
 };
 
 void check_dense(const CudaLinear& w, int64_t layer, const char* name) {
-  NIBBLE_CHECK(w.dense.bytes() == size_t(w.rows * w.cols) * 2 && !w.quantized && !w.fp8,
+  NIBBLE_CHECK(w.dense.bytes() == size_t(w.rows * w.cols) * 2 && !w.quantized && !w.fp8 && !w.int8,
                "GPTQ: layer {} {} is not a dense bf16 weight", layer, name);
 }
 

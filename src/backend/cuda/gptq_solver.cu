@@ -6,7 +6,6 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/gptq_solver.h"
 #include "quant/formats/int_codes.h"
-#include "quant/reference/dequantize.h"
 
 #define NIBBLE_CUSOLVER_CHECK(expr)                              \
   do {                                                           \
@@ -183,22 +182,8 @@ unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) 
 }  // namespace
 
 quant::QuantizedTensor GptqLinearResult::to_tensor(const GptqSolverOptions& options) const {
-  quant::QuantizedTensor t;
-  t.rows = rows;
-  t.cols = cols;
-  t.elem = quant::unsigned_int_type(options.bits, "GPTQ bits");
-  t.zero_kind = quant::ZeroKind::Integer;
-  t.scale_dtype = options.scale_dtype;
-  quant::allocate_codes(t);
-  quant::set_scale_layout(t, 1, group);
-  t.scales = scales;
-  t.int_zeros = zeros;
-  for (int64_t n = 0; n < rows; ++n)
-    for (int64_t k = 0; k < cols; ++k) quant::set_code(t, n, k, codes[size_t(n * cols + k)]);
-  t.g_idx = g_idx;
-  quant::make_signed_if_symmetric(t);
-  if (!t.g_idx.empty()) quant::drop_trivial_g_idx(t);
-  return t;
+  return quant::int_tensor_from_codes(rows, cols, group, options.bits, options.scale_dtype, codes,
+                                      scales, zeros, g_idx);
 }
 
 CudaGptqSolver::CudaGptqSolver(cudaStream_t stream) : stream_(stream) {

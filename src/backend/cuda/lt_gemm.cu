@@ -59,7 +59,9 @@ LtGemm::Plan* LtGemm::plan_for(const LtProblem& p) {
   auto& slot = plans_[key];
   if (slot) return slot.get();
   auto plan = std::make_unique<Plan>();
-  NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const bool int8 = p.input_type == CUDA_R_8I;
+  NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescCreate(
+      &plan->desc, int8 ? CUBLAS_COMPUTE_32I : CUBLAS_COMPUTE_32F, int8 ? CUDA_R_32I : CUDA_R_32F));
   const cublasOperation_t transpose = CUBLAS_OP_T, no_transpose = CUBLAS_OP_N;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA,
                                                      &transpose, sizeof(transpose)));
@@ -85,8 +87,8 @@ LtGemm::Plan* LtGemm::plan_for(const LtProblem& p) {
                                                  uint64_t(p.n), p.ldw));
   NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->x_layout, p.input_type, uint64_t(p.k),
                                                  uint64_t(p.m), p.ldx));
-  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->y_layout, CUDA_R_16BF, uint64_t(p.n),
-                                                 uint64_t(p.m), p.ldy));
+  NIBBLE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&plan->y_layout, int8 ? CUDA_R_32I : CUDA_R_16BF,
+                                                 uint64_t(p.n), uint64_t(p.m), p.ldy));
 
   cublasLtMatmulPreference_t pref = nullptr;
   NIBBLE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -136,11 +138,14 @@ bool LtGemm::try_matmul(const LtProblem& p, cudaStream_t stream) {
           plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &p.x_scale, sizeof(p.x_scale)));
     }
   }
+  // The scale type follows the compute type: int32 for int8 products.
   const float alpha = 1.0f, beta = 0.0f;
-  const cublasStatus_t status =
-      cublasLtMatmul(handle_, plan->desc, &alpha, p.w, plan->w_layout, p.x, plan->x_layout, &beta,
-                     p.y, plan->y_layout, p.y, plan->y_layout, &plan->algo, workspace_.get(),
-                     workspace_.bytes(), stream);
+  const int32_t alpha_i = 1, beta_i = 0;
+  const bool int8 = p.input_type == CUDA_R_8I;
+  const cublasStatus_t status = cublasLtMatmul(
+      handle_, plan->desc, int8 ? static_cast<const void*>(&alpha_i) : &alpha, p.w, plan->w_layout,
+      p.x, plan->x_layout, int8 ? static_cast<const void*>(&beta_i) : &beta, p.y, plan->y_layout,
+      p.y, plan->y_layout, &plan->algo, workspace_.get(), workspace_.bytes(), stream);
   if (status == CUBLAS_STATUS_NOT_SUPPORTED) {
     plan->supported = false;
     return false;

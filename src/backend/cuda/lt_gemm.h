@@ -1,5 +1,6 @@
 #pragma once
-// Dense GEMMs through cuBLASLt: bf16 × bf16 and fp8 e4m3 × e4m3, bf16 out, f32 accumulation.
+// Dense GEMMs through cuBLASLt: bf16 × bf16 and fp8 e4m3 × e4m3 with bf16 out and f32
+// accumulation, and int8 × int8 with int32 out (exact integer accumulation).
 //
 // Every nibble linear is y[M, N] = x[M, K] · W[N, K]ᵀ with row-major x, W and y (PyTorch
 // orientation). In cuBLAS's column-major terms that is yᵀ = W · xᵀ with W as the transposed
@@ -25,15 +26,16 @@ enum class LtScaleMode : uint8_t {
 };
 
 struct LtProblem {
-  int64_t m = 0;                            // rows of x and y (tokens)
-  int64_t n = 0;                            // rows of W, columns of y (out features)
-  int64_t k = 0;                            // inner dimension
-  cudaDataType_t input_type = CUDA_R_16BF;  // CUDA_R_16BF or CUDA_R_8F_E4M3 (x and W alike)
+  int64_t m = 0;  // rows of x and y (tokens)
+  int64_t n = 0;  // rows of W, columns of y (out features)
+  int64_t k = 0;  // inner dimension
+  // CUDA_R_16BF, CUDA_R_8F_E4M3 (x and W alike; y bf16) or CUDA_R_8I (y int32, no scales)
+  cudaDataType_t input_type = CUDA_R_16BF;
   const void* x = nullptr;
   int64_t ldx = 0;  // elements between rows of x
   const void* w = nullptr;
   int64_t ldw = 0;
-  void* y = nullptr;  // bf16
+  void* y = nullptr;  // bf16 (int32 for int8 inputs)
   int64_t ldy = 0;
   // fp8 only: y = (x · Wᵀ) ⊙ (x_scale ⊗ w_scale).
   const float* x_scale = nullptr;

@@ -67,6 +67,27 @@ __global__ void scale_output_kernel(__nv_bfloat16* y, int64_t m, int64_t n, cons
   }
 }
 
+// The same products eight columns at a time (16-byte loads and stores; N a multiple of 8, one
+// row per grid row): the scalar loop above paid a 64-bit division per element and ran at a
+// fraction of the bandwidth on M = 2048 outputs.
+__global__ void scale_output_vec8_kernel(__nv_bfloat16* y, int64_t n, const float* x_scale,
+                                         bool x_per_token, const float* w_scale,
+                                         bool w_per_channel) {
+  const int64_t row = blockIdx.y;
+  const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8;
+  if (col >= n) return;
+  const float xs = x_scale[x_per_token ? row : 0];
+  uint4* at = reinterpret_cast<uint4*>(y + row * n + col);
+  uint4 v = *at;
+  auto* e = reinterpret_cast<__nv_bfloat16*>(&v);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const float s = xs * w_scale[w_per_channel ? col + j : 0];
+    e[j] = __float2bfloat16(__bfloat162float(e[j]) * s);
+  }
+  *at = v;
+}
+
 unsigned grid_for(int64_t total, int threads) {
   return unsigned(std::min<int64_t>((total + threads - 1) / threads, 65535));
 }
@@ -146,10 +167,19 @@ bool fp8_gemm(LtGemm& lt, const Fp8Weight& w, const uint8_t* x_codes, const floa
     p.x_scale_mode = LtScaleMode::None;
     p.w_scale_mode = LtScaleMode::None;
     lt.matmul(p, stream);
-    scale_output_kernel<<<grid_for(m * w.padded_rows, 256), 256, 0, stream>>>(
-        static_cast<__nv_bfloat16*>(out), m, w.padded_rows, x_scale, x_per_token,
-        w.scales.get<const float>(), w.per_channel);
-    NIBBLE_CUDA_CHECK_LAUNCH("scale_output_kernel");
+    if (w.padded_rows % 8 == 0 && m <= 65535 && reinterpret_cast<uintptr_t>(out) % 16 == 0) {
+      const dim3 grid{unsigned((w.padded_rows / 8 + 255) / 256), unsigned(m), 1u};
+      scale_output_vec8_kernel<<<grid, 256, 0, stream>>>(static_cast<__nv_bfloat16*>(out),
+                                                         w.padded_rows, x_scale, x_per_token,
+                                                         w.scales.get<const float>(),
+                                                         w.per_channel);
+      NIBBLE_CUDA_CHECK_LAUNCH("scale_output_vec8_kernel");
+    } else {
+      scale_output_kernel<<<grid_for(m * w.padded_rows, 256), 256, 0, stream>>>(
+          static_cast<__nv_bfloat16*>(out), m, w.padded_rows, x_scale, x_per_token,
+          w.scales.get<const float>(), w.per_channel);
+      NIBBLE_CUDA_CHECK_LAUNCH("scale_output_kernel");
+    }
   }
   if (padded) {
     NIBBLE_CUDA_CHECK(cudaMemcpy2DAsync(y, size_t(w.rows) * 2, out, size_t(w.padded_rows) * 2,

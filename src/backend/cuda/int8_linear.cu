@@ -54,6 +54,24 @@ __global__ void int8_epilogue_kernel(const int32_t* acc, int64_t m, int64_t n, i
   }
 }
 
+// The same, four columns a thread (16-byte loads of the sums; N a multiple of 4, one row per grid
+// row): at M = 2048 the epilogue moves 1.5× the GEMM's output bytes.
+__global__ void int8_epilogue_vec4_kernel(const int32_t* acc, int64_t n, int64_t ld_acc,
+                                          const float* x_scale, const float* w_scale,
+                                          __nv_bfloat16* y) {
+  const int64_t row = blockIdx.y;
+  const int64_t col = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
+  if (col >= n) return;
+  const int4 a = *reinterpret_cast<const int4*>(acc + row * ld_acc + col);
+  const float4 ws = *reinterpret_cast<const float4*>(w_scale + col);
+  const float xs = x_scale[row];
+  __nv_bfloat16 out[4] = {__float2bfloat16(float(a.x) * xs * ws.x),
+                          __float2bfloat16(float(a.y) * xs * ws.y),
+                          __float2bfloat16(float(a.z) * xs * ws.z),
+                          __float2bfloat16(float(a.w) * xs * ws.w)};
+  *reinterpret_cast<uint2*>(y + row * n + col) = *reinterpret_cast<const uint2*>(out);
+}
+
 }  // namespace
 
 Int8Weight prepare_int8_weight(const quant::QuantizedTensor& t, const char* what) {
@@ -118,6 +136,14 @@ void int8_linear(LtGemm& lt, const Int8Weight& w, const void* x, int64_t m, void
   p.y = ws.acc.get();
   p.ldy = w.padded_rows;
   lt.matmul(p, stream);
+  if (w.rows % 4 == 0 && m <= 65535 && reinterpret_cast<uintptr_t>(y) % 8 == 0) {
+    const dim3 grid{unsigned((w.rows / 4 + 255) / 256), unsigned(m), 1u};
+    int8_epilogue_vec4_kernel<<<grid, 256, 0, stream>>>(
+        ws.acc.get<int32_t>(), w.rows, w.padded_rows, ws.x_scales.get<float>(),
+        w.scales.get<float>(), static_cast<__nv_bfloat16*>(y));
+    NIBBLE_CUDA_CHECK_LAUNCH("int8_epilogue_vec4_kernel");
+    return;
+  }
   const int64_t total = m * w.rows;
   const unsigned blocks = unsigned(std::min<int64_t>((total + 255) / 256, 65535));
   int8_epilogue_kernel<<<blocks, 256, 0, stream>>>(ws.acc.get<int32_t>(), m, w.rows, w.padded_rows,

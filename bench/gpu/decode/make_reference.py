@@ -45,6 +45,10 @@ PRESETS = {
     # Quick checks: the same code paths at a fraction of the size (GQA group 4, head_dim 128).
     "small": dict(LLAMA3_8B, hidden_size=1024, num_hidden_layers=4, num_attention_heads=8,
                   num_key_value_heads=2, intermediate_size=2816, vocab_size=32000),
+    # Small enough to ship to a GPU machine with nibble's CPU logits beside it (about 20 MB):
+    # the GPU schemes against nibble's CPU path (bench/gpu/decode/cpu_reference.sh).
+    "tiny": dict(LLAMA3_8B, hidden_size=512, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=1, intermediate_size=1408, vocab_size=4096),
 }
 
 
@@ -57,12 +61,14 @@ def main():
     ap.add_argument("--steps", type=int, default=32)
     args = ap.parse_args()
     prompt = [int(t) for t in args.prompt_tokens.split(",")]
+    # The GPU where there is one (the 8B model is built there); the tiny preset also on a CPU.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
 
     t0 = time.time()
     torch.manual_seed(args.seed)
     config = LlamaConfig(**PRESETS[args.preset])
     torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
+    with torch.device(device):
         model = LlamaForCausalLM(config)
     torch.set_default_dtype(torch.float32)
     model = model.to(torch.bfloat16).eval()
@@ -70,7 +76,7 @@ def main():
     model.save_pretrained(args.out, safe_serialization=True)
     t2 = time.time()
 
-    ids = torch.tensor([prompt], device="cuda")
+    ids = torch.tensor([prompt], device=device)
     with torch.no_grad():
         prompt_bf16 = model(ids).logits[0].float().cpu().numpy()
         gen = model.generate(

@@ -14,8 +14,10 @@
 
 #include "backend/cpu/ops.h"
 #include "core/thread_pool.h"
+#include "quantize/blocked_linear_algebra.h"
 #include "quantize/calibration_gemm.h"
 #include "quantize/calibration_kernels.h"
+#include "quantize/linear_algebra.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -125,6 +127,48 @@ void BM_FmaPeak(benchmark::State& state) {
 }
 BENCHMARK(BM_FmaPeak)->Unit(benchmark::kMillisecond);
 #endif
+
+// GPTQ's upper Cholesky factor of H⁻¹ (one factorisation + one triangular inverse, ~2n³/3 flops)
+// on a well-conditioned n × n Hessian: the serial code against the blocked one (Arg 1).
+void BM_InverseUpperCholesky(benchmark::State& state) {
+  configure_threads();
+  const int64_t n = state.range(0);
+  const bool blocked = state.range(1) != 0;
+  const std::vector<float> r = random_values(size_t(n * 8), 5);
+  std::vector<double> h(size_t(n * n), 0.0);
+  for (int64_t i = 0; i < n; ++i) {
+    h[size_t(i * n + i)] = double(n);
+    for (int64_t j = 0; j < i; ++j) {
+      const double v = 0.01 * double(r[size_t((i * 7 + j) % (n * 8))]);
+      h[size_t(i * n + j)] = h[size_t(j * n + i)] = v;
+    }
+  }
+  std::vector<double> m;
+  for (auto _ : state) {
+    m = nibble::quantize::reversed(h, n);
+    if (blocked) {
+      nibble::quantize::cholesky_lower_blocked(m, n, 128);
+      nibble::quantize::invert_lower_blocked(m, n, 128);
+    } else {
+      nibble::quantize::cholesky_lower_inplace(m, n);
+      nibble::quantize::invert_lower_inplace(m, n);
+    }
+    benchmark::DoNotOptimize(m.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      1e-9 * 2.0 / 3.0 * double(n) * double(n) * double(n) * double(state.iterations()),
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_InverseUpperCholesky)
+    ->ArgNames({"n", "blocked"})
+    ->Args({1536, 0})
+    ->Args({1536, 1})
+    ->Args({4096, 0})
+    ->Args({4096, 1})
+    ->Args({14336, 1})
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond)
+    ->Iterations(1);
 
 BENCHMARK(BM_CalibEngineLinear)->Apply(gemm_shapes);
 BENCHMARK(BM_CalibGemm)->Apply(gemm_shapes);

@@ -11,8 +11,8 @@
 #include "quant/formats/int_codes.h"
 #include "quant/reference/dequantize.h"
 #include "quant/types.h"
+#include "quantize/blocked_linear_algebra.h"
 #include "quantize/calibration_kernels.h"
-#include "quantize/linear_algebra.h"
 #include "quantize/vector_ops.h"
 
 namespace nibble::quantize {
@@ -157,7 +157,7 @@ GptqHessian prepare_gptq_hessian(std::span<const double> h, int64_t cols, const 
   for (int attempt = 0;; ++attempt) {
     std::vector<double> hd = hp;
     for (int64_t i = 0; i < K; ++i) hd[size_t(i * K + i)] += damp * mean_diag;
-    if (inverse_upper_cholesky(hd, K, prepared.u)) break;
+    if (inverse_upper_cholesky_auto(hd, K, prepared.u)) break;
     NIBBLE_CHECK(attempt < 6, "quantize_int_gptq: Hessian not positive definite even with damp {}",
                  damp);
     damp = damp == 0.0 ? 0.01 : damp * 4.0;

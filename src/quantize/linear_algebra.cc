@@ -46,15 +46,19 @@ void invert_lower_inplace(std::vector<double>& l, int64_t n) {
   l.swap(x);
 }
 
-bool inverse_upper_cholesky(const std::vector<double>& h, int64_t n, std::vector<double>& u) {
-  std::vector<double> m(static_cast<size_t>(n * n));
+std::vector<double> reversed(const std::vector<double>& m, int64_t n) {
+  std::vector<double> out(static_cast<size_t>(n * n));
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) m[size_t(i * n + j)] = h[size_t((n - 1 - i) * n + (n - 1 - j))];
+    for (int64_t j = 0; j < n; ++j)
+      out[size_t(i * n + j)] = m[size_t((n - 1 - i) * n + (n - 1 - j))];
+  return out;
+}
+
+bool inverse_upper_cholesky(const std::vector<double>& h, int64_t n, std::vector<double>& u) {
+  std::vector<double> m = reversed(h, n);
   if (!cholesky_lower_inplace(m, n)) return false;
   invert_lower_inplace(m, n);
-  u.assign(static_cast<size_t>(n * n), 0.0);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) u[size_t(i * n + j)] = m[size_t((n - 1 - i) * n + (n - 1 - j))];
+  u = reversed(m, n);
   return true;
 }
 

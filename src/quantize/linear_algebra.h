@@ -20,4 +20,8 @@ void invert_lower_inplace(std::vector<double>& l, int64_t n);
 // positive definite.
 bool inverse_upper_cholesky(const std::vector<double>& h, int64_t n, std::vector<double>& u);
 
+// out[i][j] = m[n−1−i][n−1−j] (J·M·J, J the reversal permutation): the two ends of
+// inverse_upper_cholesky.
+std::vector<double> reversed(const std::vector<double>& m, int64_t n);
+
 }  // namespace nibble::quantize

@@ -12,6 +12,7 @@
 #include "quant/reference/dequantize.h"
 #include "quant/types.h"
 #include "quantize/activation_scaling.h"
+#include "quantize/blocked_linear_algebra.h"
 #include "quantize/input_statistics.h"
 #include "quantize/int_quantizer.h"
 #include "quantize/linear_algebra.h"
@@ -112,6 +113,45 @@ TEST(QuantizeLinearAlgebra, InverseUpperCholeskyMatchesNaiveInverse) {
       for (int64_t r = 0; r < n; ++r) s += u[size_t(r * n + i)] * u[size_t(r * n + j)];
       EXPECT_NEAR(s, inv[size_t(i * n + j)], 1e-9 * max_inv) << i << "," << j;
     }
+}
+
+// The blocked factorisation and inverse (GEMM trailing updates over the pool) against the serial
+// code, on blocks that do not divide n: the same numbers up to double rounding of different
+// summation orders (1e-12 of the largest entry; cond(H) ≤ ~1e3 amplifies the inverse's).
+TEST(QuantizeLinearAlgebra, BlockedMatchesSerial) {
+  const int64_t n = 301, m = 700;
+  const std::vector<float> x = randn(size_t(m * n));
+  std::vector<double> h = naive_hessian(x, m, n);
+  for (int64_t i = 0; i < n; ++i) h[size_t(i * n + i)] += 0.01;
+  for (const int64_t block : {int64_t(64), int64_t(7), n}) {
+    std::vector<double> serial = h, blocked = h;
+    ASSERT_TRUE(cholesky_lower_inplace(serial, n));
+    ASSERT_TRUE(cholesky_lower_blocked(blocked, n, block));
+    double max_l = 0.0, max_diff = 0.0;
+    for (size_t i = 0; i < serial.size(); ++i) {
+      max_l = std::max(max_l, std::fabs(serial[i]));
+      max_diff = std::max(max_diff, std::fabs(serial[i] - blocked[i]));
+    }
+    EXPECT_LE(max_diff, 1e-12 * max_l) << "Cholesky, block " << block;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) ASSERT_EQ(blocked[size_t(i * n + j)], 0.0);
+    invert_lower_inplace(serial, n);
+    invert_lower_blocked(blocked, n, block);
+    double max_x = 0.0;
+    max_diff = 0.0;
+    for (size_t i = 0; i < serial.size(); ++i) {
+      max_x = std::max(max_x, std::fabs(serial[i]));
+      max_diff = std::max(max_diff, std::fabs(serial[i] - blocked[i]));
+    }
+    EXPECT_LE(max_diff, 1e-10 * max_x) << "inverse, block " << block;
+  }
+  std::vector<double> indefinite = {1.0, 2.0, 2.0, 1.0};
+  EXPECT_FALSE(cholesky_lower_blocked(indefinite, 2, 1));
+  // Below kBlockedFrom the automatic choice is the serial code, bit for bit.
+  std::vector<double> u_serial, u_auto;
+  ASSERT_TRUE(inverse_upper_cholesky(h, n, u_serial));
+  ASSERT_TRUE(inverse_upper_cholesky_auto(h, n, u_auto));
+  EXPECT_EQ(u_serial, u_auto);
 }
 
 TEST(QuantizeLinearAlgebra, CholeskyRefusesIndefinite) {

@@ -282,8 +282,9 @@ GptqLinearResult CudaGptqSolver::quantize(const __nv_bfloat16* w, int64_t rows, 
   NIBBLE_CHECK(o.block_size >= 1 && o.block_size <= kMaxBlock, "GPTQ: block size {} (1 .. {})",
                o.block_size, kMaxBlock);
   NIBBLE_CHECK(o.damp_percent >= 0.0, "GPTQ: damp {}", o.damp_percent);
-  NIBBLE_CHECK(rows > 0 && cols > 0 && cols <= INT32_MAX && rows <= INT32_MAX,
-               "GPTQ: a [{}, {}] weight", rows, cols);
+  // The permutation and factor kernels put one column (one Hessian row) per grid row.
+  NIBBLE_CHECK(rows > 0 && cols > 0 && cols <= 65535 && rows <= INT32_MAX,
+               "GPTQ: a [{}, {}] weight (at most 65535 input columns)", rows, cols);
   GptqLinearResult r;
   r.rows = rows;
   r.cols = cols;
